@@ -1,0 +1,42 @@
+# stasis: build, demo and test entry points. Run as root on Debian 12.
+
+SHELL := /bin/bash
+# rustup installs cargo here; a non-login shell (CI) may not have it in PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CARGO ?= cargo
+# runc: the runtime delegated verbs go to (and the tests' reference);
+# busybox-static: the tests' and the demo's rootfs; gcc/libc6-dev: C test
+# workloads; jq: the demo.
+APT_PACKAGES := runc busybox-static gcc libc6-dev jq
+
+.PHONY: all deps build demo test clean
+
+all: build
+
+# Idempotent: apt-get runs only when a package is missing.
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root to install:$$missing" >&2; exit 1; fi; \
+	  echo "make deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "make deps: cargo not found: install a Rust toolchain >= 1.80 (rustup)" >&2; exit 1; }
+
+build:
+	$(CARGO) build --release --workspace
+
+demo: deps build
+	bash examples/demo.sh
+
+# Integration tests start real containers: root, and one at a time.
+test: deps build
+	$(CARGO) test --release --workspace -- --test-threads=1
+
+clean:
+	$(CARGO) clean

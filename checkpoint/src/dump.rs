@@ -1,0 +1,293 @@
+//! Checkpoint: a live process tree in, an image directory out.
+//!
+//! The dump is a list of phases, in this order:
+//!
+//! 1. **seize** every thread of the tree (`seize`), so nothing changes
+//!    while we look and nothing escapes by forking;
+//! 2. **ids**: map host pids to the ids inside the tree's pid namespace;
+//! 3. **tasks**: per process, registers and thread state, injected queries
+//!    (signal handlers, itimers, brk, prctl flags), VMAs with the ranges of
+//!    populated pages, and fds (`task`, `memory`, `files`, `shmem`);
+//! 4. **shared objects**: pipe contents, SysV segments;
+//! 5. **pages**: copy all page data into `pages.img` on several threads;
+//! 6. **write** `tree.img`, then `inventory.img` last (the commit marker);
+//! 7. **finish**: kill the tree, or release it untouched (`leave_running`).
+//!
+//! Any failure before phase 7 detaches from every thread (the tree runs on
+//! exactly as before) and removes the partial image files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{fault_point, Context, Error, Result};
+use crate::files::FileTable;
+use crate::image::{self, Inventory, MetaKind, PagesWriter};
+use crate::memory::{self, Copier};
+use crate::model::{HostInfo, MmImage, TaskImage, TaskState, TreeImage};
+use crate::proc;
+use crate::seize::{Seized, SeizedTask};
+use crate::shmem::ShmemTable;
+use crate::sys::inject::{find_syscall_insn, Remote};
+use crate::sys::{self};
+use crate::task;
+
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    pub image_dir: PathBuf,
+    /// Keep the tree running after the dump.
+    pub leave_running: bool,
+    /// The tree owns its IPC namespace (a container): every SysV segment in
+    /// it is saved, attached or not.
+    pub own_ipc_ns: bool,
+    /// Copy threads for page data.
+    pub copy_threads: usize,
+}
+
+/// Figures of one dump, for `stats-dump` and logs.
+#[derive(Debug, Default, Clone)]
+pub struct DumpStats {
+    pub tasks: usize,
+    pub threads: usize,
+    pub pages_bytes: u64,
+    /// Time the tree was held still (seize to release/kill), microseconds.
+    pub frozen_us: u64,
+    pub memdump_us: u64,
+    pub memwrite_us: u64,
+    pub pages_scanned: u64,
+}
+
+/// Files a dump creates in the image directory.
+const OUTPUTS: [&str; 3] = ["pages.img", "tree.img", "inventory.img"];
+
+/// Checkpoints the tree rooted at host pid `root`.
+pub fn dump(root: i32, opts: &DumpOptions) -> Result<DumpStats> {
+    let t0 = Instant::now();
+    let seized = Seized::collect(root)?;
+    fault_point("after-seize")?;
+    match dump_seized(&seized, opts, t0) {
+        Ok(mut stats) => {
+            if opts.leave_running {
+                seized.release();
+            } else {
+                if let Err(e) = fault_point("before-kill") {
+                    remove_outputs(&opts.image_dir);
+                    return Err(e);
+                }
+                seized.kill();
+            }
+            stats.frozen_us = t0.elapsed().as_micros() as u64;
+            Ok(stats)
+        }
+        Err(e) => {
+            remove_outputs(&opts.image_dir);
+            drop(seized);
+            Err(e)
+        }
+    }
+}
+
+fn remove_outputs(dir: &Path) {
+    for f in OUTPUTS {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+}
+
+struct Ids {
+    nsidx: usize,
+    vpid: HashMap<i32, i32>,
+}
+
+impl Ids {
+    fn new(seized: &Seized) -> Result<Ids> {
+        let root = &seized.tasks[0];
+        let nsidx = root.status.nspid.len() - 1;
+        let mut vpid = HashMap::new();
+        for t in &seized.tasks {
+            if t.status.nspid.len() != nsidx + 1 {
+                return Err(Error::Unsupported { pid: t.pid, what: "a process in a nested pid namespace".into() });
+            }
+            vpid.insert(t.pid, t.status.nspid[nsidx]);
+        }
+        Ok(Ids { nsidx, vpid })
+    }
+
+    fn ns(&self, v: &[i32]) -> i32 {
+        v.get(self.nsidx).copied().unwrap_or(0)
+    }
+}
+
+fn dump_seized(seized: &Seized, opts: &DumpOptions, t0: Instant) -> Result<DumpStats> {
+    let ids = Ids::new(seized)?;
+    let w = PagesWriter::create(&opts.image_dir)?;
+    let mut copier = Copier::default();
+    let mut files = FileTable::default();
+    let mut shm = ShmemTable::default();
+    let mut tasks = Vec::with_capacity(seized.tasks.len());
+    let mut stats = DumpStats { tasks: seized.tasks.len(), ..Default::default() };
+    let mut vdso_sum = None;
+    for (i, st) in seized.tasks.iter().enumerate() {
+        let ppid = if i == 0 { 0 } else { ids.vpid.get(&st.status.ppid).copied().unwrap_or(0) };
+        let t = dump_task(st, ppid, &ids, &mut files, &mut shm, &w, &mut copier, &mut vdso_sum)?;
+        stats.threads += t.threads.len();
+        tasks.push(t);
+        if i == seized.tasks.len() / 2 {
+            fault_point("mid-dump")?;
+        }
+    }
+    // Groups and sessions led from outside the tree are inherited on restore.
+    let pids: std::collections::HashSet<i32> = tasks.iter().map(|t| t.pid).collect();
+    for t in &mut tasks {
+        if !pids.contains(&t.pgid) {
+            t.pgid = 0;
+        }
+        if !pids.contains(&t.sid) {
+            t.sid = 0;
+        }
+    }
+    files.finish_pipes(&w, &mut copier)?;
+    shm.dump_sysv(seized.tasks[0].pid, opts.own_ipc_ns, &w, &mut copier)?;
+    fault_point("mid-memory")?;
+    let t1 = Instant::now();
+    stats.memdump_us = (t1 - t0).as_micros() as u64;
+    let sums = copier.run(&w, opts.copy_threads)?;
+    for t in &mut tasks {
+        if let Some(mm) = &mut t.mm {
+            memory::fill_sums(&mut mm.vmas, &sums);
+        }
+    }
+    files.fill_sums(&sums);
+    shm.fill_sums(&sums);
+    stats.pages_bytes = w.reserved_end().saturating_sub(image::PAGE_SIZE);
+    stats.pages_scanned = stats.pages_bytes / 4096;
+    let pages_len = w.finish()?;
+    stats.memwrite_us = t1.elapsed().as_micros() as u64;
+    let tree = TreeImage {
+        root: tasks[0].pid,
+        tasks,
+        files: files.files,
+        shmem: shm.objects,
+        vdso_xxh3: vdso_sum,
+        host: host_info(),
+    };
+    crate::validate::validate(&tree, pages_len)?;
+    fault_point("write-image")?;
+    let tree_sum = image::write_meta(&opts.image_dir, MetaKind::Tree, &tree)?;
+    let inv = Inventory::new(&tree, tree_sum, pages_len, None);
+    image::write_meta(&opts.image_dir, MetaKind::Inventory, &inv)?;
+    Ok(stats)
+}
+
+fn host_info() -> HostInfo {
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    HostInfo { kernel, xcr0: 0, page_size: 4096 }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dump_task(
+    st: &SeizedTask,
+    ppid: i32,
+    ids: &Ids,
+    files: &mut FileTable,
+    shm: &mut ShmemTable,
+    w: &PagesWriter,
+    copier: &mut Copier,
+    vdso_sum: &mut Option<u64>,
+) -> Result<TaskImage> {
+    let pid = st.pid;
+    let s = &st.status;
+    let vpid = ids.ns(&s.nspid);
+    let mut t = TaskImage {
+        pid: vpid,
+        ppid,
+        pgid: ids.ns(&s.nspgid),
+        sid: ids.ns(&s.nssid),
+        state: TaskState::Running,
+        comm: s.name.clone(),
+        threads: Vec::new(),
+        mm: None,
+        fds: Vec::new(),
+        sigactions: Vec::new(),
+        shared_pending: Vec::new(),
+        creds: task::creds_of(s, 0),
+        fs: Default::default(),
+        rlimits: Vec::new(),
+        itimers: Default::default(),
+        personality: 0,
+        pdeath_signal: 0,
+        child_subreaper: false,
+        dumpable: 1,
+        no_new_privs: s.no_new_privs,
+        oom_score_adj: 0,
+    };
+    if st.zombie {
+        let stat = proc::Stat::read(&format!("/proc/{pid}/stat")).ctx(|| format!("read stat of zombie {vpid}"))?;
+        t.state = TaskState::Zombie { status: stat.exit_code };
+        return Ok(t);
+    }
+    if s.seccomp != 0 {
+        return Err(Error::Unsupported { pid: vpid, what: "a seccomp filter".into() });
+    }
+    if st.stopped {
+        t.state = TaskState::Stopped { signal: libc::SIGSTOP };
+    }
+    let stat = proc::Stat::read(&format!("/proc/{pid}/stat")).ctx(|| format!("read stat of {vpid}"))?;
+    let maps = proc::smaps(pid).ctx(|| format!("read mappings of {vpid}"))?;
+    let vdso = maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .ok_or_else(|| Error::Unsupported { pid: vpid, what: "a process without a vdso".into() })?;
+    let mut text = vec![0u8; (vdso.end - vdso.start) as usize];
+    sys::vm_read(pid, vdso.start, &mut text).ctx(|| format!("read vdso of {vpid}"))?;
+    *vdso_sum = Some(xxhash_rust::xxh3::xxh3_64(&text));
+    let ip = find_syscall_insn(vdso.start, &text)
+        .ok_or_else(|| Error::Unsupported { pid: vpid, what: "a vdso without a syscall instruction".into() })?;
+    for &tid in &st.tids {
+        let ts = proc::Status::read(&format!("/proc/{pid}/task/{tid}/status")).ctx(|| format!("read status of thread {tid}"))?;
+        if ts.seccomp != 0 {
+            return Err(Error::Unsupported { pid: vpid, what: format!("a seccomp filter on thread {}", ids.ns(&ts.nspid)) });
+        }
+        t.threads.push(task::dump_thread_regs(pid, tid, ids.ns(&ts.nspid))?);
+    }
+    t.shared_pending = sys::ptrace::peek_siginfo(pid, true).ctx(|| format!("read shared pending signals of {vpid}"))?;
+    let mut rs = Vec::with_capacity(st.tids.len());
+    for &tid in &st.tids {
+        rs.push(Remote::new(pid, tid, ip).ctx(|| format!("start injection in thread {tid}"))?);
+    }
+    let inj = task::dump_injected(&mut rs, s, &mut t.threads)?;
+    for r in rs {
+        r.finish().ctx(|| format!("restore registers of {vpid}"))?;
+    }
+    t.sigactions = inj.sigactions;
+    t.itimers = inj.itimers;
+    t.pdeath_signal = inj.pdeath_signal;
+    t.child_subreaper = inj.child_subreaper;
+    t.dumpable = inj.dumpable;
+    t.creds = task::creds_of(s, inj.securebits);
+    t.rlimits = task::rlimits(pid)?;
+    t.fs = task::fs_info(pid, s.umask)?;
+    let personality = std::fs::read_to_string(format!("/proc/{pid}/personality")).unwrap_or_default();
+    t.personality = u64::from_str_radix(personality.trim(), 16).unwrap_or(0);
+    t.oom_score_adj = task::read_num(&format!("/proc/{pid}/oom_score_adj")) as i32;
+    let root_prefix = "/";
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ctx(|| format!("read exe of {vpid}"))?;
+    let vmas = memory::dump_vmas(pid, vpid, &maps, root_prefix, shm, w, copier)?;
+    t.mm = Some(MmImage {
+        vmas,
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_brk: stat.start_brk,
+        brk: inj.brk,
+        start_stack: stat.start_stack,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+        auxv: proc::auxv(pid).ctx(|| format!("read auxv of {vpid}"))?,
+        exe: crate::files::strip_root(root_prefix, &exe.to_string_lossy(), vpid)?,
+    });
+    t.fds = files.dump_task(pid, vpid, root_prefix, shm, w, copier)?;
+    Ok(t)
+}

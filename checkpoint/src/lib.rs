@@ -1,0 +1,28 @@
+//! stasis-checkpoint: the checkpoint/restore engine.
+//!
+//! It takes a live process tree and writes an image ([`dump`]); it takes an
+//! image and recreates the tree with the same pids in a fresh pid namespace
+//! ([`restore`]). It knows nothing of OCI: the runtime (`stasis`) decides
+//! which tree, which namespaces and which stdio.
+//!
+//! Unsafe code and raw system calls live in [`sys`] (and the restore stub,
+//! which runs in freshly forked children).
+
+pub mod dump;
+pub mod error;
+mod files;
+pub mod image;
+pub mod inspect;
+mod memory;
+pub mod model;
+pub mod proc;
+pub mod restore;
+mod seize;
+mod shmem;
+pub mod sys;
+mod task;
+pub mod validate;
+
+pub use dump::{dump, DumpOptions, DumpStats};
+pub use restore::{restore, RestoreOptions, Restored};
+pub use error::{Error, Result};

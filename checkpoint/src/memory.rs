@@ -1,0 +1,219 @@
+//! Memory: dump of every VMA's layout and populated pages, and the copy
+//! engine that moves page data into `pages.img`.
+//!
+//! Dump selects pages with `PAGEMAP_SCAN` (present or swapped, not the zero
+//! page, not page-cache pages of a file: CRIU's selection), then copies them
+//! with one `process_vm_readv` per run straight into the mmap'd image file
+//! (one copy per page), on several threads. VMAs without read permission are
+//! read through `/proc/pid/mem`, which may read them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+
+use crate::error::{Context, Error, Result};
+use crate::image::PagesWriter;
+use crate::model::{Blob, PageRun, Vma, VmaKind};
+use crate::proc::MapEntry;
+use crate::shmem::ShmemTable;
+use crate::sys::{self, Mmap, ScanQuery};
+
+/// Largest page run stored as one blob (keeps copy/hash work divisible).
+const MAX_RUN: u64 = 64 << 20;
+
+/// Where the bytes of one blob come from.
+pub enum Source {
+    /// Memory of a (stopped) process.
+    Remote { pid: i32, addr: u64, readable: bool },
+    /// A mapping held by the engine (shared memory objects).
+    Local { map: std::sync::Arc<Mmap>, offset: usize },
+    /// Bytes already in memory (pipe contents, small files).
+    Bytes(Vec<u8>),
+}
+
+pub struct CopyJob {
+    pub src: Source,
+    pub off: u64,
+    pub len: u64,
+}
+
+/// Collects copy jobs while the image metadata is built; `run` performs them.
+#[derive(Default)]
+pub struct Copier {
+    pub jobs: Vec<CopyJob>,
+}
+
+impl Copier {
+    /// Reserves space for `len` bytes from `src`; returns the blob (checksum filled in by `run`).
+    pub fn add(&mut self, w: &PagesWriter, src: Source, len: u64) -> Blob {
+        let off = w.reserve(len);
+        self.jobs.push(CopyJob { src, off, len });
+        Blob { off, len, xxh3: 0 }
+    }
+
+    /// Copies every job into the pages file on `threads` workers; returns
+    /// the checksum of each blob by offset.
+    pub fn run(self, w: &PagesWriter, threads: usize) -> Result<HashMap<u64, u64>> {
+        let total = w.reserved_end();
+        let file: &File = w.file();
+        file.set_len(total).ctx(|| "size pages.img".into())?;
+        if self.jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // SAFETY-free wrapper: Mmap owns the mapping of the image file.
+        let map = Mmap::map_fd(file.as_fd(), 0, total as usize, libc::PROT_READ | libc::PROT_WRITE, false)
+            .ctx(|| "map pages.img".into())?;
+        let mut jobs: Vec<&CopyJob> = self.jobs.iter().collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.len));
+        let threads = threads.clamp(1, 8);
+        let mut buckets: Vec<(u64, Vec<&CopyJob>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+        for j in jobs {
+            let b = buckets.iter_mut().min_by_key(|b| b.0).expect("at least one bucket");
+            b.0 += j.len;
+            b.1.push(j);
+        }
+        let map = &map;
+        let results: Vec<Result<Vec<(u64, u64)>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = buckets
+                .into_iter()
+                .map(|(_, js)| s.spawn(move || js.into_iter().map(|j| copy_one(map, j)).collect::<Result<Vec<_>>>()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Restore("copy worker panicked".into())))).collect()
+        });
+        let mut sums = HashMap::new();
+        for r in results {
+            sums.extend(r?);
+        }
+        Ok(sums)
+    }
+}
+
+fn copy_one(map: &Mmap, j: &CopyJob) -> Result<(u64, u64)> {
+    let (off, len) = (j.off as usize, j.len as usize);
+    if off.checked_add(len).is_none_or(|e| e > map.len()) {
+        return Err(Error::Restore("copy job outside pages.img".into()));
+    }
+    // SAFETY: jobs have disjoint ranges reserved by PagesWriter, inside the
+    // mapping (checked above); each worker writes only its own jobs' ranges.
+    let dst = unsafe { std::slice::from_raw_parts_mut(map.as_ptr().add(off), len) };
+    match &j.src {
+        Source::Remote { pid, addr, readable: true } => {
+            let n = sys::vm_read(*pid, *addr, dst).ctx(|| format!("read memory of task {pid} at {addr:#x}"))?;
+            if n != len {
+                return Err(Error::Io {
+                    context: format!("read memory of task {pid} at {addr:#x}"),
+                    source: std::io::Error::other("short read"),
+                });
+            }
+        }
+        Source::Remote { pid, addr, readable: false } => {
+            let f = File::open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of task {pid}"))?;
+            f.read_exact_at(dst, *addr).ctx(|| format!("read memory of task {pid} at {addr:#x}"))?;
+        }
+        Source::Local { map: src, offset } => {
+            let b = src.bytes().get(*offset..*offset + len).ok_or_else(|| Error::Restore("local source range".into()))?;
+            dst.copy_from_slice(b);
+        }
+        Source::Bytes(b) => dst[..b.len().min(len)].copy_from_slice(&b[..b.len().min(len)]),
+    }
+    Ok((j.off, xxhash_rust::xxh3::xxh3_64(dst)))
+}
+
+/// Splits `[start, end)` into runs of at most [`MAX_RUN`] bytes.
+pub fn chunks(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    (start..end).step_by(MAX_RUN as usize).map(move |s| (s, (s + MAX_RUN).min(end)))
+}
+
+/// Dumps the VMAs of stopped task `pid` (host pid); `vpid` names it in errors.
+pub fn dump_vmas(
+    pid: i32,
+    vpid: i32,
+    maps: &[MapEntry],
+    root_prefix: &str,
+    shm: &mut ShmemTable,
+    w: &PagesWriter,
+    copier: &mut Copier,
+) -> Result<Vec<Vma>> {
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).ctx(|| format!("open pagemap of task {vpid}"))?;
+    let mut out = Vec::with_capacity(maps.len());
+    for m in maps {
+        let kind = match m.path.as_str() {
+            "[vsyscall]" => continue,
+            "[vvar]" => VmaKind::Vvar,
+            "[vvar_vclock]" => VmaKind::VvarVclock,
+            "[vdso]" => VmaKind::Vdso,
+            _ if m.shared() => shm.vma_kind(pid, vpid, m, root_prefix, w, copier)?,
+            "" | "[heap]" | "[stack]" => VmaKind::Anon,
+            p if p.starts_with("[anon:") => VmaKind::Anon,
+            "/dev/zero" => VmaKind::Anon,
+            p if p.starts_with('/') && !p.ends_with(" (deleted)") => {
+                VmaKind::File { path: crate::files::strip_root(root_prefix, p, vpid)? }
+            }
+            p => {
+                return Err(Error::Unsupported { pid: vpid, what: format!("private mapping of {p} at {:#x}", m.start) })
+            }
+        };
+        let special = matches!(kind, VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vdso);
+        if !special && (m.has_flag("io") || m.has_flag("pf")) {
+            return Err(Error::Unsupported { pid: vpid, what: format!("device mapping {} at {:#x}", m.path, m.start) });
+        }
+        let mut flags = if m.shared() { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        if m.has_flag("gd") {
+            flags |= libc::MAP_GROWSDOWN;
+        }
+        let mut vma = Vma {
+            start: m.start,
+            end: m.end,
+            prot: m.prot(),
+            flags,
+            pgoff: m.offset,
+            kind,
+            madvise: madvise_of(m),
+            pages: Vec::new(),
+        };
+        let private_data = !m.shared() && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });
+        if private_data {
+            let mut ranges = Vec::new();
+            sys::pagemap_scan(pagemap.as_fd(), m.start, m.end, ScanQuery::DUMPABLE, &mut ranges)
+                .ctx(|| format!("scan pages of task {vpid} at {:#x}", m.start))?;
+            let readable = m.perms[0] == b'r';
+            for (s, e) in ranges {
+                for (a, b) in chunks(s, e) {
+                    let data = copier.add(w, Source::Remote { pid, addr: a, readable }, b - a);
+                    vma.pages.push(PageRun { addr: a, npages: (b - a) / 4096, data });
+                }
+            }
+        }
+        out.push(vma);
+    }
+    Ok(out)
+}
+
+fn madvise_of(m: &MapEntry) -> Vec<i32> {
+    let mut v = Vec::new();
+    for (flag, adv) in [
+        ("dd", libc::MADV_DONTDUMP),
+        ("dc", libc::MADV_DONTFORK),
+        ("hg", libc::MADV_HUGEPAGE),
+        ("nh", libc::MADV_NOHUGEPAGE),
+        ("wf", libc::MADV_WIPEONFORK),
+        ("mg", libc::MADV_MERGEABLE),
+    ] {
+        if m.has_flag(flag) {
+            v.push(adv);
+        }
+    }
+    v
+}
+
+/// Fills checksums computed by the copier into every blob of `vmas`.
+pub fn fill_sums(vmas: &mut [Vma], sums: &HashMap<u64, u64>) {
+    for v in vmas {
+        for r in &mut v.pages {
+            if let Some(s) = sums.get(&r.data.off) {
+                r.data.xxh3 = *s;
+            }
+        }
+    }
+}

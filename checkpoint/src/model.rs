@@ -1,0 +1,275 @@
+//! The engine's data model: what a checkpoint image describes.
+//!
+//! Everything here is plain data (serde), written by `dump`, read by
+//! `restore` and printed by `inspect`. Ids (`pid`, `tid`, `pgid`, `sid`)
+//! are as seen *inside* the dumped pid namespace; they are the ids the
+//! restore recreates. Large binary payloads (memory pages, bytes sitting in
+//! pipes, contents of unlinked files) are not stored here but in the raw
+//! pages file, referenced by [`Blob`].
+
+use serde::{Deserialize, Serialize};
+
+/// A byte range of the raw pages file (`pages.img`), page aligned at `off`,
+/// with the xxh3-64 of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    pub off: u64,
+    pub len: u64,
+    pub xxh3: u64,
+}
+
+/// The whole checkpoint of one process tree.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TreeImage {
+    /// Pid of the tree root inside its pid namespace (1 for a container).
+    pub root: i32,
+    /// Every process, parents before their children.
+    pub tasks: Vec<TaskImage>,
+    /// Every distinct open file description, referenced by `FdImage::file`.
+    pub files: Vec<FileImage>,
+    /// Shared memory objects, referenced by `VmaKind::Shmem`.
+    pub shmem: Vec<ShmemImage>,
+    /// Bytes of the vdso text at dump time (to refuse a restore on a kernel
+    /// whose vdso differs).
+    pub vdso_xxh3: Option<u64>,
+    /// Host facts at dump time, for the user and for compatibility checks.
+    pub host: HostInfo,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub kernel: String,
+    /// XCR0 feature mask of the dump host (xsave components in use).
+    pub xcr0: u64,
+    pub page_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    Running,
+    /// Stopped by a job-control signal; re-stopped with it after restore.
+    Stopped { signal: i32 },
+    /// Exited but not reaped; `code` is the raw wait status.
+    Zombie { status: i32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskImage {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub state: TaskState,
+    pub comm: String,
+    /// Threads, the group leader first. Empty for zombies.
+    pub threads: Vec<ThreadImage>,
+    /// Address space; `None` for zombies.
+    pub mm: Option<MmImage>,
+    pub fds: Vec<FdImage>,
+    /// `rt_sigaction` state for signals 1..=64 (index 0 is signal 1).
+    pub sigactions: Vec<SigAction>,
+    /// Signals pending for the whole process (raw 128-byte siginfo).
+    pub shared_pending: Vec<Vec<u8>>,
+    pub creds: Creds,
+    pub fs: FsInfo,
+    pub rlimits: Vec<Rlimit>,
+    pub itimers: [Itimer; 3],
+    pub personality: u64,
+    pub pdeath_signal: i32,
+    pub child_subreaper: bool,
+    pub dumpable: i32,
+    pub no_new_privs: bool,
+    pub oom_score_adj: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThreadImage {
+    pub tid: i32,
+    /// `struct user_regs_struct` (27 u64), already normalised for syscall restart.
+    pub regs: Vec<u64>,
+    /// Raw `NT_X86_XSTATE` buffer.
+    pub xsave: Vec<u8>,
+    pub sigmask: u64,
+    /// Signals pending for this thread only (raw 128-byte siginfo).
+    pub pending: Vec<Vec<u8>>,
+    pub rseq: Option<Rseq>,
+    pub sigaltstack: SigAltStack,
+    pub clear_child_tid: u64,
+    pub robust_list: u64,
+    pub robust_list_len: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Rseq {
+    pub ptr: u64,
+    pub len: u32,
+    pub sig: u32,
+    pub flags: u32,
+    /// Value of `rseq->rseq_cs` at dump time, poked back just before release.
+    pub cs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Itimer {
+    pub interval_us: u64,
+    pub value_us: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Creds {
+    /// real, effective, saved, fs
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub securebits: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FsInfo {
+    pub cwd: String,
+    pub root: String,
+    pub umask: u32,
+}
+
+/// The address space of one process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MmImage {
+    pub vmas: Vec<Vma>,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: Vec<u64>,
+    pub exe: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: i32,
+    /// MAP_PRIVATE or MAP_SHARED, plus MAP_GROWSDOWN where the VMA grows down.
+    pub flags: i32,
+    /// Offset into the backing object, in bytes.
+    pub pgoff: u64,
+    pub kind: VmaKind,
+    /// MADV_* hints that must be re-applied (VmFlags: dd, dc, hg, nh, wf).
+    pub madvise: Vec<i32>,
+    /// Populated pages of private memory, in address order.
+    pub pages: Vec<PageRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmaKind {
+    /// Private anonymous memory (heap, stacks, malloc arenas, reservations).
+    Anon,
+    /// A file mapping; for MAP_PRIVATE only the copied-on-write pages are in `pages`.
+    File { path: String },
+    /// A mapping of shared memory object `id` (anonymous shared, memfd or SysV).
+    Shmem { id: u32 },
+    /// `[vvar]`, `[vvar_vclock]` and `[vdso]`: placed by moving the restoring
+    /// kernel's vdso block; never dumped.
+    Vvar,
+    VvarVclock,
+    Vdso,
+}
+
+/// `npages` pages starting at `addr`, their bytes in `data`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PageRun {
+    pub addr: u64,
+    pub npages: u64,
+    pub data: Blob,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FdImage {
+    pub fd: i32,
+    pub file: u32,
+    pub cloexec: bool,
+}
+
+/// One open file description (shared by every fd that refers to it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileImage {
+    pub id: u32,
+    /// open(2) flags without O_CLOEXEC (O_RDONLY/O_WRONLY/O_RDWR, O_APPEND, O_NONBLOCK...).
+    pub flags: i32,
+    pub pos: i64,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file reopened by path; `size` is checked on restore.
+    Regular { path: String, size: u64, mode: u32 },
+    /// A regular file unlinked while open; its contents travel in the image.
+    Unlinked { path: String, mode: u32, data: Blob },
+    Directory { path: String },
+    /// A character device node such as /dev/null, reopened by path.
+    CharDevice { path: String, rdev: u64 },
+    /// One end of a pipe. Both ends carry the same `pipe` id; the bytes that
+    /// sat in the pipe are stored once, on the first end.
+    Pipe { pipe: u64, capacity: u32, data: Option<Blob> },
+    /// A named pipe, reopened by path; queued bytes as for pipes.
+    Fifo { path: String, pipe: u64, capacity: u32, data: Option<Blob> },
+    /// A memfd; contents in shared memory object `shmem`.
+    Memfd { shmem: u32 },
+    /// A file description from outside the tree (typically a stdio pipe of
+    /// the container's caller, `key` = "pipe:[ino]"): the restorer supplies
+    /// its replacement, as runc does with `descriptors.json`.
+    Inherited { key: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShmemImage {
+    pub id: u32,
+    pub size: u64,
+    pub kind: ShmemKind,
+    /// Populated pages; `addr` is the offset into the object.
+    pub pages: Vec<PageRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShmemKind {
+    /// MAP_SHARED|MAP_ANONYMOUS memory (`/dev/zero (deleted)`).
+    Anon,
+    Memfd { name: String, seals: i32 },
+    SysV { key: i32, shmid: i32, mode: u32, uid: u32, gid: u32 },
+}

@@ -1,0 +1,329 @@
+//! Restore: an image directory in, a running process tree out, with every
+//! pid, tid, pgid and sid as dumped, inside a fresh pid namespace.
+//!
+//! Stages, in order:
+//!
+//! 1. **load**: read and validate the image (nothing is acted on before);
+//! 2. **plan**: staging fd numbers for files and shared memory, children
+//!    lists, replacements for inherited stdio;
+//! 3. **fork**: `clone3(CLONE_NEWPID)` the root stub (pid 1, or a helper
+//!    init when the tree root is not pid 1); the stubs build the tree with
+//!    `clone3(set_tid)` and report ready ([`stub`]); SysV segments are made
+//!    meanwhile inside the new IPC namespace;
+//! 4. **seize**: find the stubs' host pids and stop them under ptrace;
+//! 5. **morph**: rebuild each stub into its dumped process ([`morph`]);
+//! 6. **release**: re-stop stopped tasks, detach everyone at once.
+//!
+//! A failure at any stage kills the new pid namespace (every stub with it);
+//! the image is only read, so a retry starts from scratch.
+
+mod morph;
+mod stub;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::error::{fault_point, Context, Error, Result};
+use crate::image::{self, PagesReader};
+use crate::model::{FileKind, ShmemKind, TaskState, TreeImage};
+use crate::proc;
+use crate::sys::{self, ptrace};
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub image_dir: PathBuf,
+    /// Replacement fds for inherited files, by key (`pipe:[ino]`).
+    pub inherit: HashMap<String, i32>,
+    /// Inherited files with no key in `inherit` take the restorer's fd with
+    /// the number the root task used for them (0, 1, 2), as runc does.
+    pub inherit_stdio: bool,
+    /// How long stubs may take to build the tree.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Host pid of the restored tree root.
+    pub root_pid: i32,
+    /// Host pid of the new namespace's init (the root itself when it is pid 1).
+    pub init_pid: i32,
+    pub restore_us: u64,
+    pub pages_restored: u64,
+}
+
+/// Restores the image in `opts.image_dir`.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    let t0 = Instant::now();
+    let (_inv, tree, pages) = image::open_image(&opts.image_dir)?;
+    let mut stages = Stages { init: None, pid_of: HashMap::new(), seized: Vec::new() };
+    match stages.run(&tree, &pages, opts) {
+        Ok(mut r) => {
+            r.restore_us = t0.elapsed().as_micros() as u64;
+            Ok(r)
+        }
+        Err(e) => {
+            stages.abort();
+            Err(e)
+        }
+    }
+}
+
+struct Stages {
+    init: Option<i32>,
+    pid_of: HashMap<i32, i32>,
+    seized: Vec<i32>,
+}
+
+impl Stages {
+    fn abort(&mut self) {
+        if let Some(init) = self.init.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init), None);
+        }
+    }
+
+    fn run(&mut self, tree: &TreeImage, pages: &PagesReader, opts: &RestoreOptions) -> Result<Restored> {
+        // --- plan ---
+        let index: HashMap<i32, usize> = tree.tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
+        let mut children = vec![Vec::new(); tree.tasks.len()];
+        for (i, t) in tree.tasks.iter().enumerate().skip(1) {
+            let p = *index.get(&t.ppid).ok_or_else(|| Error::Restore(format!("task {}: parent {} missing", t.pid, t.ppid)))?;
+            children[p].push(i);
+        }
+        let max_fd = tree.tasks.iter().flat_map(|t| t.fds.iter().map(|f| f.fd)).max().unwrap_or(2);
+        let base = (max_fd + 1).max(16);
+        let file_fd: Vec<i32> = (0..tree.files.len() as i32).map(|i| base + 3 + i).collect();
+        let shmem_fd: Vec<i32> = (0..tree.shmem.len() as i32).map(|i| base + 3 + tree.files.len() as i32 + i).collect();
+        let top = base as u64 + 3 + tree.files.len() as u64 + tree.shmem.len() as u64 + 16;
+        raise_nofile(top)?;
+        let inherit = resolve_inherit(tree, opts)?;
+        let sysv = tree.shmem.iter().any(|o| matches!(o.kind, ShmemKind::SysV { .. }));
+
+        // Control pipes at fixed numbers above everything the image uses.
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "create control pipe".into())?;
+        let (hold_r, hold_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "create control pipe".into())?;
+        let _staged = [
+            place(ready_w.as_raw_fd(), base)?,
+            place(hold_r.as_raw_fd(), base + 1)?,
+            place(pages.fd().as_raw_fd(), base + 2)?,
+        ];
+        drop(ready_w);
+        drop(hold_r);
+        let plan = stub::Plan {
+            tree,
+            children,
+            root_index: 0,
+            base,
+            file_fd,
+            shmem_fd: shmem_fd.clone(),
+            inherit,
+            pages,
+        };
+
+        // --- fork ---
+        fault_point("after-namespaces")?;
+        let mut flags = libc::CLONE_NEWPID as u64;
+        if sysv {
+            flags |= libc::CLONE_NEWIPC as u64;
+        }
+        let init = sys::clone3_fork(flags, 0).ctx(|| "create the new pid namespace".into())?;
+        if init == 0 {
+            if tree.tasks[0].pid == 1 {
+                stub::root_main(&plan);
+            }
+            stub::helper_init_main(&plan);
+        }
+        self.init = Some(init);
+        for fd in _staged {
+            // Our copies of the staged control fds; the stubs keep theirs.
+            let _ = nix::unistd::close(fd);
+        }
+        if sysv {
+            make_sysv(init, tree, pages)?;
+        }
+        self.wait_ready(ready_r, tree.tasks.len(), init, opts.timeout.unwrap_or(Duration::from_secs(60)))?;
+        fault_point("mid-tree")?;
+
+        // --- seize ---
+        self.find_tasks(init, tree)?;
+        for t in &tree.tasks {
+            if matches!(t.state, TaskState::Zombie { .. }) {
+                continue;
+            }
+            let pid = self.pid_of[&t.pid];
+            ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL).ctx(|| format!("seize stub {}", t.pid))?;
+            self.seized.push(pid);
+            ptrace::interrupt(pid).ctx(|| format!("interrupt stub {}", t.pid))?;
+            loop {
+                match ptrace::wait(pid).ctx(|| format!("wait for stub {}", t.pid))? {
+                    ptrace::Stop::Stopped { event: ptrace::PTRACE_EVENT_STOP, .. } => break,
+                    ptrace::Stop::Stopped { .. } => ptrace::cont(pid, 0).ctx(|| "resume stub".into())?,
+                    s => return Err(Error::Restore(format!("stub {} died: {s:?}", t.pid))),
+                }
+            }
+        }
+        drop(hold_w);
+
+        // --- morph ---
+        let m = morph::Morph { tree, pages, shmem_fd: &shmem_fd, base };
+        let mut threads: Vec<(usize, Vec<i32>)> = Vec::new();
+        let mut restored_pages = 0;
+        for (i, t) in tree.tasks.iter().enumerate() {
+            if matches!(t.state, TaskState::Zombie { .. }) {
+                continue;
+            }
+            if i == tree.tasks.len() / 2 {
+                fault_point("mid-memory")?;
+            }
+            let tids = m.morph(t, self.pid_of[&t.pid])?;
+            restored_pages += t.mm.as_ref().map(|mm| mm.vmas.iter().flat_map(|v| &v.pages).map(|r| r.npages).sum::<u64>()).unwrap_or(0);
+            threads.push((i, tids));
+        }
+        fault_point("before-resume")?;
+
+        // --- release ---
+        for (i, tids) in &threads {
+            let t = &tree.tasks[*i];
+            for (k, &tid) in tids.iter().enumerate() {
+                let sig = match t.state {
+                    TaskState::Stopped { signal } if k == 0 => signal,
+                    _ => 0,
+                };
+                ptrace::detach(tid, sig).ctx(|| format!("release task {}", t.pid))?;
+            }
+        }
+        let root_pid = self.pid_of[&tree.root];
+        self.init = None;
+        Ok(Restored { root_pid, init_pid: init, restore_us: 0, pages_restored: restored_pages })
+    }
+
+    fn wait_ready(&mut self, ready: OwnedFd, n: usize, init: i32, timeout: Duration) -> Result<()> {
+        let mut f = std::fs::File::from(ready);
+        let deadline = Instant::now() + timeout;
+        let mut got = 0;
+        let mut buf = Vec::new();
+        while got < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Restore(format!("timed out: {got} of {n} tasks created")));
+            }
+            let mut pfd = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&f), nix::poll::PollFlags::POLLIN)];
+            let ms = left.as_millis().min(1000) as u16;
+            let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms));
+            if proc::Stat::read(&format!("/proc/{init}/stat")).map(|s| s.state == 'Z').unwrap_or(true) {
+                // Init died: collect its last words below (the pipe may hold an error).
+            }
+            let mut chunk = [0u8; 4096];
+            let k = match pfd[0].revents() {
+                Some(r) if r.intersects(nix::poll::PollFlags::POLLIN | nix::poll::PollFlags::POLLHUP) => {
+                    f.read(&mut chunk).ctx(|| "read control pipe".into())?
+                }
+                _ => continue,
+            };
+            if k == 0 {
+                return Err(Error::Restore(format!("tree creation stopped after {got} of {n} tasks")));
+            }
+            buf.extend_from_slice(&chunk[..k]);
+            while let Some(&b) = buf.first() {
+                if b == b'.' {
+                    got += 1;
+                    buf.remove(0);
+                } else if b == b'E' {
+                    match buf.iter().position(|&c| c == b'\n') {
+                        Some(end) => {
+                            return Err(Error::Restore(String::from_utf8_lossy(&buf[1..end]).into_owned()));
+                        }
+                        None => break,
+                    }
+                } else {
+                    buf.remove(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps every dumped pid to the host pid of its stub.
+    fn find_tasks(&mut self, init: i32, tree: &TreeImage) -> Result<()> {
+        let mut queue = vec![init];
+        while let Some(pid) = queue.pop() {
+            let st = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of stub {pid}"))?;
+            let vpid = *st.nspid.last().unwrap_or(&0);
+            self.pid_of.insert(vpid, pid);
+            queue.extend(proc::children(pid).ctx(|| format!("list children of stub {pid}"))?);
+        }
+        for t in &tree.tasks {
+            if !self.pid_of.contains_key(&t.pid) {
+                return Err(Error::Restore(format!("task {} was not created", t.pid)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts a copy of `fd` at number `at` (not close-on-exec); returns `at`.
+fn place(fd: i32, at: i32) -> Result<i32> {
+    // SAFETY: dup3 onto a number above every fd the process uses.
+    let r = unsafe { libc::dup3(fd, at, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("place control fd at {at}"));
+    }
+    Ok(at)
+}
+
+fn raise_nofile(need: u64) -> Result<()> {
+    let (cur, max) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ctx(|| "read fd limit".into())?;
+    if cur >= need {
+        return Ok(());
+    }
+    let max = max.max(need);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, need, max).ctx(|| "raise fd limit".into())
+}
+
+fn resolve_inherit(tree: &TreeImage, opts: &RestoreOptions) -> Result<Vec<Option<i32>>> {
+    let root = &tree.tasks[0];
+    let mut out = vec![None; tree.files.len()];
+    for f in &tree.files {
+        if let FileKind::Inherited { key } = &f.kind {
+            let fd = match opts.inherit.get(key) {
+                Some(fd) => Some(*fd),
+                None if opts.inherit_stdio => root.fds.iter().find(|d| d.file == f.id && d.fd <= 2).map(|d| d.fd),
+                None => None,
+            };
+            out[f.id as usize] = Some(fd.ok_or_else(|| {
+                Error::Restore(format!("the image uses {key} from outside the tree and no replacement was given"))
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the SysV segments with their ids inside the IPC namespace of `init`.
+fn make_sysv(init: i32, tree: &TreeImage, pages: &PagesReader) -> Result<()> {
+    let mut segs = Vec::new();
+    for o in &tree.shmem {
+        if let ShmemKind::SysV { key, shmid, mode, uid, gid } = o.kind {
+            let mut data = Vec::new();
+            for r in &o.pages {
+                data.push((r.addr, pages.get(&r.data)?.to_vec()));
+            }
+            segs.push((key, shmid, mode, uid, gid, o.size, data));
+        }
+    }
+    sys::in_ipc_ns(init, move || {
+        for (key, shmid, mode, uid, gid, size, data) in segs {
+            std::fs::write("/proc/sys/kernel/shm_next_id", shmid.to_string())?;
+            let id = sys::shm_create(key, size as usize, mode)?;
+            if id != shmid {
+                return Err(std::io::Error::other(format!("SysV segment came back as id {id}, not {shmid}")));
+            }
+            sys::shm_fill(id, &data, uid, gid, mode)?;
+        }
+        std::fs::write("/proc/sys/kernel/shm_next_id", "-1")?;
+        Ok(())
+    })
+    .ctx(|| "recreate SysV shared memory".into())
+}

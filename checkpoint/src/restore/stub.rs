@@ -1,0 +1,431 @@
+//! The restore stub: code that runs in the freshly cloned processes of the
+//! new tree, before the engine rebuilds their address spaces over ptrace.
+//!
+//! The root stub first opens every file of the image into a staging range
+//! of fd numbers (above every fd the image uses), creates shared memory
+//! objects and pipes with their queued bytes, so that every task inherits
+//! them. Each stub then forks its children with `clone3(set_tid)` (children
+//! that stay in the inherited session before `setsid`, the others after),
+//! joins its process group, moves its fds into place, sets cwd, umask,
+//! rlimits, signal handlers and prctl flags, reports ready on the control
+//! pipe and blocks until the engine seizes it. Zombies exit with their
+//! recorded status instead of blocking.
+//!
+//! Errors are reported as one line `E<message>` on the control pipe; the
+//! stub then exits and the engine tears the whole namespace down.
+
+use std::ffi::CString;
+
+use crate::model::{FileKind, ShmemKind, TaskImage, TaskState, TreeImage};
+use crate::sys;
+
+/// Everything a stub needs, computed by the engine before the first clone.
+pub struct Plan<'a> {
+    pub tree: &'a TreeImage,
+    /// Children of each task, by index into `tree.tasks`, in pid order.
+    pub children: Vec<Vec<usize>>,
+    pub root_index: usize,
+    /// First staging fd; the control fds sit at `base`, `base+1`, `base+2`.
+    pub base: i32,
+    pub file_fd: Vec<i32>,
+    pub shmem_fd: Vec<i32>,
+    /// For `Inherited` files: the fd of the restoring process to use.
+    pub inherit: Vec<Option<i32>>,
+    /// Mapped `pages.img` (read-only), for pipe, file and shmem contents.
+    pub pages: &'a crate::image::PagesReader,
+}
+
+impl Plan<'_> {
+    pub fn ready_fd(&self) -> i32 {
+        self.base
+    }
+    pub fn hold_fd(&self) -> i32 {
+        self.base + 1
+    }
+}
+
+type R<T> = std::result::Result<T, String>;
+
+fn errno(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn cstr(s: &str) -> R<CString> {
+    CString::new(s).map_err(|_| format!("path with NUL: {s:?}"))
+}
+
+fn report(fd: i32, msg: &[u8]) {
+    // SAFETY: writing a byte buffer to a pipe fd.
+    unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Entry of the root stub (pid 1 of the new namespace, or the child of the
+/// helper init when the tree root is not pid 1).
+pub fn root_main(plan: &Plan) -> ! {
+    if let Err(e) = open_shared(plan) {
+        fail(plan, plan.root_index, &e);
+    }
+    task_main(plan, plan.root_index)
+}
+
+/// Entry of a helper init: creates the tree root with its own pid, then
+/// reaps orphans until the root exits, and exits with its status.
+pub fn helper_init_main(plan: &Plan) -> ! {
+    let root = &plan.tree.tasks[plan.root_index];
+    match sys::clone3_fork(0, root.pid) {
+        Ok(0) => root_main(plan),
+        Ok(child) => loop {
+            let mut st = 0;
+            // SAFETY: waiting for children with a valid status pointer.
+            let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+            if r == child || (r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)) {
+                // SAFETY: terminating the helper.
+                unsafe { libc::_exit(if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 128 + libc::WTERMSIG(st) }) };
+            }
+        },
+        Err(e) => fail(plan, plan.root_index, &format!("create tree root {}: {e}", root.pid)),
+    }
+}
+
+fn fail(plan: &Plan, idx: usize, msg: &str) -> ! {
+    let line = format!("Etask {}: {msg}\n", plan.tree.tasks[idx].pid);
+    report(plan.ready_fd(), line.as_bytes());
+    // SAFETY: leaving the failed stub without running destructors or atexit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+fn task_main(plan: &Plan, idx: usize) -> ! {
+    match setup_task(plan, idx) {
+        Ok(()) => {}
+        Err(e) => fail(plan, idx, &e),
+    }
+    let t = &plan.tree.tasks[idx];
+    if let TaskState::Zombie { status } = t.state {
+        report(plan.ready_fd(), b".");
+        become_zombie(status);
+    }
+    report(plan.ready_fd(), b".");
+    // Block until the engine seizes us; EOF means the engine died: give up.
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(plan.hold_fd(), b.as_mut_ptr().cast(), 1) };
+        if n == 0 || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            // SAFETY: terminating the stub.
+            unsafe { libc::_exit(1) };
+        }
+    }
+}
+
+fn become_zombie(status: i32) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: default disposition, no core file, then the signal to ourselves.
+        unsafe {
+            let lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: exiting with the recorded code.
+    unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
+}
+
+fn fork_child(plan: &Plan, k: usize) -> R<()> {
+    let pid = plan.tree.tasks[k].pid;
+    match sys::clone3_fork(0, pid) {
+        Ok(0) => task_main(plan, k),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("create child {pid}: {e}")),
+    }
+}
+
+fn setup_task(plan: &Plan, idx: usize) -> R<()> {
+    let t = &plan.tree.tasks[idx];
+    // SAFETY (all libc calls below): plain syscalls on integers and on
+    // pointers to locals that outlive each call.
+    let leader = t.sid == t.pid;
+    let kids = &plan.children[idx];
+    let early = |k: &usize| {
+        let c = &plan.tree.tasks[*k];
+        leader && c.sid != t.sid && c.sid != c.pid
+    };
+    for k in kids.iter().filter(|k| early(k)) {
+        fork_child(plan, *k)?;
+    }
+    if leader && unsafe { libc::setsid() } < 0 {
+        return Err(errno("setsid"));
+    }
+    if t.pgid != 0 && !leader && unsafe { libc::getpgid(0) } != t.pgid {
+        let target = if t.pgid == t.pid { 0 } else { t.pgid };
+        if unsafe { libc::setpgid(0, target) } < 0 {
+            return Err(errno(&format!("join process group {}", t.pgid)));
+        }
+    }
+    for k in kids.iter().filter(|k| !early(k)) {
+        fork_child(plan, *k)?;
+    }
+    if matches!(t.state, TaskState::Zombie { .. }) {
+        return Ok(());
+    }
+    install_fds(plan, t)?;
+    let cwd = cstr(&t.fs.cwd)?;
+    if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
+        return Err(errno(&format!("chdir {}", t.fs.cwd)));
+    }
+    unsafe { libc::umask(t.fs.umask) };
+    for r in &t.rlimits {
+        let lim = libc::rlimit64 { rlim_cur: r.cur, rlim_max: r.max };
+        if unsafe { libc::prlimit64(0, r.resource as _, &lim, std::ptr::null_mut()) } < 0 {
+            return Err(errno(&format!("set rlimit {}", r.resource)));
+        }
+    }
+    set_sigactions(t)?;
+    unsafe { libc::personality(t.personality as libc::c_ulong) };
+    if idx != plan.root_index && t.pdeath_signal != 0 {
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, t.pdeath_signal as libc::c_ulong, 0, 0, 0) };
+    }
+    if t.child_subreaper {
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let _ = std::fs::write("/proc/self/oom_score_adj", t.oom_score_adj.to_string());
+    Ok(())
+}
+
+/// Kernel `struct sigaction` as `rt_sigaction` takes it.
+#[repr(C)]
+struct KSigAction {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+fn set_sigactions(t: &TaskImage) -> R<()> {
+    for sig in 1..=64usize {
+        if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
+            continue;
+        }
+        let a = t.sigactions.get(sig - 1).copied().unwrap_or_default();
+        let k = KSigAction { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask };
+        // SAFETY: rt_sigaction reads one kernel sigaction from `k`.
+        let r = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &k as *const KSigAction, 0usize, 8usize) };
+        if r < 0 && sig < 32 {
+            return Err(errno(&format!("set handler of signal {sig}")));
+        }
+    }
+    Ok(())
+}
+
+fn install_fds(plan: &Plan, t: &TaskImage) -> R<()> {
+    let mut keep = vec![false; plan.base as usize];
+    for f in &t.fds {
+        let src = plan.file_fd[f.file as usize];
+        // SAFETY: dup2 between fds of this process.
+        if unsafe { libc::dup2(src, f.fd) } < 0 {
+            return Err(errno(&format!("install fd {}", f.fd)));
+        }
+        if f.cloexec {
+            // SAFETY: setting a descriptor flag.
+            unsafe { libc::fcntl(f.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        keep[f.fd as usize] = true;
+    }
+    for (fd, k) in keep.iter().enumerate() {
+        if !k {
+            // SAFETY: closing an fd this process does not need.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+    Ok(())
+}
+
+/// Places fd `fd` at staging number `at` (closing `fd`).
+fn stage(fd: i32, at: i32) -> R<()> {
+    if fd == at {
+        return Ok(());
+    }
+    // SAFETY: moving an fd within this process.
+    if unsafe { libc::dup2(fd, at) } < 0 {
+        return Err(errno("stage fd"));
+    }
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+fn blob_bytes<'a>(plan: &'a Plan, b: &crate::model::Blob) -> R<&'a [u8]> {
+    plan.pages.get(b).map_err(|e| e.to_string())
+}
+
+fn write_all(fd: i32, mut b: &[u8]) -> R<()> {
+    while !b.is_empty() {
+        // SAFETY: writing from a live slice.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n <= 0 {
+            return Err(errno("write data"));
+        }
+        b = &b[n as usize..];
+    }
+    Ok(())
+}
+
+/// Opens every file and shared memory object of the image at its staging fd.
+fn open_shared(plan: &Plan) -> R<()> {
+    let tree = plan.tree;
+    for o in &tree.shmem {
+        let name = match &o.kind {
+            ShmemKind::Memfd { name, .. } => name.clone(),
+            ShmemKind::Anon => "stasis:shared-anon".to_string(),
+            ShmemKind::SysV { .. } => continue,
+        };
+        let seals = matches!(o.kind, ShmemKind::Memfd { seals, .. } if seals != 0);
+        let cname = cstr(&name)?;
+        let flags = if seals { libc::MFD_ALLOW_SEALING } else { 0 };
+        // SAFETY: creating a memfd with a valid name.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(errno("memfd_create"));
+        }
+        // SAFETY: sizing our own memfd.
+        if unsafe { libc::ftruncate(fd, o.size as libc::off_t) } < 0 {
+            return Err(errno("size shared memory"));
+        }
+        for r in &o.pages {
+            let b = blob_bytes(plan, &r.data)?;
+            let n = (b.len() as u64).min(o.size.saturating_sub(r.addr)) as usize;
+            // SAFETY: pwrite from a live slice.
+            if unsafe { libc::pwrite(fd, b.as_ptr().cast(), n, r.addr as libc::off_t) } != n as isize {
+                return Err(errno("fill shared memory"));
+            }
+        }
+        if let ShmemKind::Memfd { seals, .. } = o.kind {
+            if seals != 0 {
+                // SAFETY: applying seals to our memfd.
+                unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) };
+            }
+        }
+        stage(fd, plan.shmem_fd[o.id as usize])?;
+    }
+    let mut pipes: std::collections::HashMap<u64, (i32, i32)> = Default::default();
+    let mut keepers = Vec::new();
+    for f in &tree.files {
+        let at = plan.file_fd[f.id as usize];
+        let fd = open_one(plan, f, &mut pipes, &mut keepers)?;
+        stage(fd, at)?;
+        if !matches!(f.kind, FileKind::Inherited { .. } | FileKind::Pipe { .. }) {
+            // SAFETY: seeking our own fd.
+            unsafe { libc::lseek(at, f.pos, libc::SEEK_SET) };
+        }
+        // SAFETY: setting status flags on our own fd.
+        unsafe { libc::fcntl(at, libc::F_SETFL, f.flags) };
+    }
+    for (_, (r, w)) in pipes {
+        for fd in [r, w] {
+            if fd >= 0 {
+                // SAFETY: closing pipe ends no task uses.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+    for fd in keepers {
+        // SAFETY: closing FIFO keepers.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+fn open_path(path: &str, flags: i32) -> R<i32> {
+    let c = cstr(path)?;
+    // SAFETY: open with a valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL), 0) };
+    if fd < 0 {
+        return Err(errno(&format!("open {path}")));
+    }
+    Ok(fd)
+}
+
+fn open_one(
+    plan: &Plan,
+    f: &crate::model::FileImage,
+    pipes: &mut std::collections::HashMap<u64, (i32, i32)>,
+    keepers: &mut Vec<i32>,
+) -> R<i32> {
+    let flags = f.flags | libc::O_NOCTTY;
+    match &f.kind {
+        FileKind::Regular { path, .. } | FileKind::CharDevice { path, .. } => open_path(path, flags),
+        FileKind::Directory { path } => open_path(path, flags | libc::O_DIRECTORY),
+        FileKind::Unlinked { path, mode, data } => {
+            let dir = std::path::Path::new(path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or("/".into());
+            let ghost = format!("{}/.stasis-ghost-{}-{}", dir.trim_end_matches('/'), std::process::id(), f.id);
+            let c = cstr(&ghost)?;
+            // SAFETY: creating the ghost file with a valid C string.
+            let w = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, *mode) };
+            if w < 0 {
+                return Err(errno(&format!("create {ghost}")));
+            }
+            let r = write_all(w, blob_bytes(plan, data)?).and_then(|_| open_path(&ghost, flags));
+            // SAFETY: closing and unlinking our ghost.
+            unsafe {
+                libc::close(w);
+                libc::unlink(c.as_ptr());
+            }
+            r
+        }
+        FileKind::Memfd { shmem } => {
+            let src = plan.shmem_fd[*shmem as usize];
+            open_path(&format!("/proc/self/fd/{src}"), flags)
+        }
+        FileKind::Inherited { key } => {
+            let src = plan.inherit[f.id as usize].ok_or_else(|| format!("no replacement given for inherited {key}"))?;
+            // SAFETY: duplicating an fd inherited from the engine.
+            let fd = unsafe { libc::fcntl(src, libc::F_DUPFD, plan.base) };
+            if fd < 0 {
+                return Err(errno(&format!("inherit {key}")));
+            }
+            Ok(fd)
+        }
+        FileKind::Pipe { pipe, capacity, data } => {
+            let ends = match pipes.get(pipe) {
+                Some(e) => *e,
+                None => {
+                    let mut p = [0i32; 2];
+                    // SAFETY: pipe2 fills a 2-int array.
+                    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) } < 0 {
+                        return Err(errno("pipe"));
+                    }
+                    // SAFETY: sizing our pipe.
+                    unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, *capacity as i32) };
+                    pipes.insert(*pipe, (p[0], p[1]));
+                    (p[0], p[1])
+                }
+            };
+            if let Some(d) = data {
+                write_all(ends.1, blob_bytes(plan, d)?)?;
+            }
+            // Each end's first description is the pipe's own fd; further ones are reopened.
+            let want_read = f.flags & libc::O_ACCMODE == libc::O_RDONLY;
+            let slot = if want_read { ends.0 } else { ends.1 };
+            // SAFETY: duplicating our pipe end.
+            let fd = unsafe { libc::fcntl(slot, libc::F_DUPFD, plan.base) };
+            if fd < 0 {
+                return Err(errno("dup pipe"));
+            }
+            Ok(fd)
+        }
+        FileKind::Fifo { path, data, .. } => {
+            let keeper = open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?;
+            keepers.push(keeper);
+            if let Some(d) = data {
+                write_all(keeper, blob_bytes(plan, d)?)?;
+            }
+            open_path(path, flags | libc::O_NONBLOCK)
+        }
+    }
+}

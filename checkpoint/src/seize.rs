@@ -1,0 +1,153 @@
+//! Holding a process tree still: every thread of every process is seized
+//! with `PTRACE_SEIZE` + `PTRACE_INTERRUPT` (no signal side effects), and
+//! the tree is rescanned until no new child or thread appears, so a task
+//! that forks or spawns a thread while we attach is caught too. When the
+//! tree lives in a cgroup, the caller freezes it first (see `freezer`), so
+//! one pass suffices.
+//!
+//! [`Seized`] owns the tracing: dropping it (on any error) detaches every
+//! thread, leaving the tree running exactly as before.
+
+use std::collections::{HashSet, VecDeque};
+
+use crate::error::{Context, Error, Result};
+use crate::proc;
+use crate::sys::ptrace::{self, Stop};
+
+#[derive(Debug)]
+pub struct SeizedTask {
+    /// Host pid (as seen by the engine).
+    pub pid: i32,
+    /// Seized threads, leader first. Empty for zombies.
+    pub tids: Vec<i32>,
+    pub status: proc::Status,
+    pub zombie: bool,
+    /// The task was in a job-control stop before we seized it.
+    pub stopped: bool,
+}
+
+pub struct Seized {
+    /// Parents before children.
+    pub tasks: Vec<SeizedTask>,
+    released: bool,
+}
+
+fn seize_thread(tid: i32) -> Result<bool> {
+    match ptrace::seize(tid, ptrace::PTRACE_O_TRACESYSGOOD) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // Either a zombie thread or someone else already traces it.
+            let st = proc::Status::read(&format!("/proc/{tid}/status")).ok();
+            if st.as_ref().is_some_and(|s| s.state == 'Z' || s.state == 'X') {
+                return Ok(false);
+            }
+            return Err(Error::Unsupported { pid: tid, what: "a thread traced by another process".into() });
+        }
+        Err(e) => return Err(e).ctx(|| format!("seize thread {tid}")),
+    }
+    ptrace::interrupt(tid).ctx(|| format!("interrupt thread {tid}"))?;
+    // Wait for the interrupt stop; a signal that raced with us is delivered
+    // (so it is not lost) and we wait again.
+    loop {
+        match ptrace::wait(tid).ctx(|| format!("wait for thread {tid} to stop"))? {
+            Stop::Stopped { event: ptrace::PTRACE_EVENT_STOP, .. } => return Ok(true),
+            Stop::Stopped { sig, .. } => ptrace::cont(tid, sig).ctx(|| format!("resume thread {tid}"))?,
+            Stop::Exited(_) | Stop::Signaled(_) => return Ok(false),
+        }
+    }
+}
+
+impl Seized {
+    /// Seizes `root` and all its descendants.
+    pub fn collect(root: i32) -> Result<Seized> {
+        let mut seized = Seized { tasks: Vec::new(), released: false };
+        let mut seen: HashSet<i32> = HashSet::new();
+        let mut queue: VecDeque<i32> = VecDeque::from([root]);
+        while let Some(pid) = queue.pop_front() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            let status = proc::Status::read(&format!("/proc/{pid}/status"))
+                .ctx(|| format!("read status of task {pid}"))?;
+            let mut task = SeizedTask { pid, tids: Vec::new(), zombie: false, stopped: status.state == 'T', status };
+            if task.status.state == 'Z' {
+                task.zombie = true;
+                seized.tasks.push(task);
+                continue;
+            }
+            // Threads: seize until the list stops growing.
+            let mut done: HashSet<i32> = HashSet::new();
+            loop {
+                let tids = proc::threads(pid).ctx(|| format!("list threads of {pid}"))?;
+                let new: Vec<i32> = tids.into_iter().filter(|t| !done.contains(t)).collect();
+                if new.is_empty() {
+                    break;
+                }
+                for tid in new {
+                    done.insert(tid);
+                    if seize_thread(tid)? {
+                        task.tids.push(tid);
+                    }
+                }
+            }
+            if !task.tids.contains(&pid) {
+                if proc::Status::read(&format!("/proc/{pid}/status")).is_err() {
+                    // Exited while we looked: not part of the tree any more.
+                    seized.detach_list(&task.tids);
+                    continue;
+                }
+                return Err(Error::Unsupported { pid, what: "a process whose main thread has exited".into() });
+            }
+            task.tids.sort_unstable_by_key(|&t| (t != pid, t));
+            let kids = proc::children(pid).ctx(|| format!("list children of {pid}"))?;
+            // Re-read status now that it is stopped (pending signals are final).
+            task.status = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of {pid}"))?;
+            seized.tasks.push(task);
+            queue.extend(kids);
+        }
+        Ok(seized)
+    }
+
+    fn detach_list(&self, tids: &[i32]) {
+        for &t in tids {
+            let _ = ptrace::detach(t, 0);
+        }
+    }
+
+    /// Detaches every thread: the tree runs on as it was.
+    pub fn release(mut self) {
+        self.release_all();
+    }
+
+    fn release_all(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        for t in &self.tasks {
+            self.detach_list(&t.tids);
+        }
+    }
+
+    /// Kills the whole tree (after a successful dump) and reaps what we can.
+    pub fn kill(mut self) {
+        for t in &self.tasks {
+            // SAFETY-free: kill(2) through nix.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        for t in &self.tasks {
+            for &tid in &t.tids {
+                // Collect the tracee exit notifications so no traced zombie lingers.
+                let _ = ptrace::wait(tid);
+            }
+        }
+        self.released = true;
+    }
+}
+
+impl Drop for Seized {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}

@@ -1,0 +1,208 @@
+//! Per-task state that is not memory or files: threads (registers, xsave,
+//! signal mask and queue, rseq, altstack, robust list), signal handlers,
+//! itimers, credentials, rlimits and the small prctl flags. Most comes from
+//! `/proc` and ptrace; what exists only inside the task is read with one
+//! injected syscall each into a scratch page.
+
+use std::fs;
+
+use crate::error::{Context, Error, Result};
+use crate::model::{Creds, FsInfo, Itimer, Rlimit, Rseq, SigAction, SigAltStack, ThreadImage};
+use crate::proc::Status;
+use crate::sys::inject::Remote;
+use crate::sys::ptrace;
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+pub const PR_GET_TID_ADDRESS: u64 = 40;
+
+/// Registers as they must be restored: an interrupted syscall is set up to
+/// be re-executed (or to return EINTR when its restart state lives in the
+/// kernel), and `orig_rax = -1` so no restart logic applies again.
+pub fn normalise_regs(mut r: ptrace::Regs) -> ptrace::Regs {
+    let rax = r.rax as i64;
+    if (r.orig_rax as i64) >= 0 {
+        if [-ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND].contains(&rax) {
+            r.rax = r.orig_rax;
+            r.rip -= 2;
+        } else if rax == -ERESTART_RESTARTBLOCK {
+            r.rax = (-libc::EINTR as i64) as u64;
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+}
+
+/// Registers and per-thread state readable from outside (no injection).
+pub fn dump_thread_regs(pid: i32, tid: i32, vtid: i32) -> Result<ThreadImage> {
+    let mut regs = ptrace::get_regs(tid).ctx(|| format!("read registers of thread {vtid}"))?;
+    let xsave = ptrace::get_xstate(tid).ctx(|| format!("read xsave state of thread {vtid}"))?;
+    let sigmask = ptrace::get_sigmask(tid).ctx(|| format!("read signal mask of thread {vtid}"))?;
+    let pending = ptrace::peek_siginfo(tid, false).ctx(|| format!("read pending signals of thread {vtid}"))?;
+    let cfg = ptrace::get_rseq(tid).ctx(|| format!("read rseq of thread {vtid}"))?;
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of {vtid}"))?;
+    let rseq = if cfg.ptr != 0 {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 8];
+        mem.read_exact_at(&mut b, cfg.ptr + 8).ctx(|| format!("read rseq area of thread {vtid}"))?;
+        let mut cs = u64::from_le_bytes(b);
+        if cs != 0 {
+            // struct rseq_cs { u32 version, flags; u64 start_ip, post_commit_offset, abort_ip }
+            let mut c = [0u8; 32];
+            if mem.read_exact_at(&mut c, cs).is_ok() {
+                let (start, len, abort) = (u64_at(&c, 1), u64_at(&c, 2), u64_at(&c, 3));
+                if regs.rip >= start && regs.rip < start.wrapping_add(len) {
+                    // Inside a critical section: resume at its abort handler, as the kernel would.
+                    regs.rip = abort;
+                    cs = 0;
+                }
+            }
+        }
+        Some(Rseq { ptr: cfg.ptr, len: cfg.size, sig: cfg.signature, flags: cfg.flags, cs })
+    } else {
+        None
+    };
+    let (robust_list, robust_list_len) = robust_list(tid).ctx(|| format!("read robust list of thread {vtid}"))?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default().trim_end().to_string();
+    Ok(ThreadImage {
+        tid: vtid,
+        regs: ptrace::regs_to_words(&normalise_regs(regs)),
+        xsave,
+        sigmask,
+        pending,
+        rseq,
+        sigaltstack: SigAltStack::default(),
+        clear_child_tid: 0,
+        robust_list,
+        robust_list_len,
+        comm,
+    })
+}
+
+fn robust_list(tid: i32) -> std::io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer and one size_t to our locals.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((head, len as u64))
+}
+
+/// Process-wide state read by injection.
+pub struct Injected {
+    pub sigactions: Vec<SigAction>,
+    pub brk: u64,
+    pub itimers: [Itimer; 3],
+    pub pdeath_signal: i32,
+    pub child_subreaper: bool,
+    pub dumpable: i32,
+    pub securebits: u32,
+}
+
+/// Runs the injected queries on the leader (`rs[0]`) and per-thread ones on
+/// every thread, filling `threads`.
+pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadImage]) -> Result<Injected> {
+    let leader = &mut rs[0];
+    let vpid = threads[0].tid;
+    let io = |e: std::io::Error, what: &str| Error::Io { context: format!("task {vpid}: {what}"), source: e };
+    let scratch = leader.mmap_scratch(0, 4096).map_err(|e| io(e, "map scratch page"))?;
+    let result = (|| -> Result<Injected> {
+        let leader = &mut rs[0];
+        let mut sigactions = vec![SigAction::default(); 64];
+        for sig in 1..=64u64 {
+            let bit = 1u64 << (sig - 1);
+            if sig == 9 || sig == 19 || (status.sig_cgt | status.sig_ign) & bit == 0 {
+                continue;
+            }
+            leader.call(libc::SYS_rt_sigaction, &[sig, 0, scratch, 8]).map_err(|e| io(e, "read sigaction"))?;
+            let mut b = [0u8; 32];
+            leader.read_mem(scratch, &mut b).map_err(|e| io(e, "read sigaction"))?;
+            sigactions[sig as usize - 1] =
+                SigAction { handler: u64_at(&b, 0), flags: u64_at(&b, 1), restorer: u64_at(&b, 2), mask: u64_at(&b, 3) };
+        }
+        let brk = leader.call(libc::SYS_brk, &[0]).map_err(|e| io(e, "read brk"))?;
+        let mut itimers = [Itimer::default(); 3];
+        for (which, it) in itimers.iter_mut().enumerate() {
+            leader.call(libc::SYS_getitimer, &[which as u64, scratch]).map_err(|e| io(e, "read itimer"))?;
+            let mut b = [0u8; 32];
+            leader.read_mem(scratch, &mut b).map_err(|e| io(e, "read itimer"))?;
+            *it = Itimer {
+                interval_us: u64_at(&b, 0) * 1_000_000 + u64_at(&b, 1),
+                value_us: u64_at(&b, 2) * 1_000_000 + u64_at(&b, 3),
+            };
+        }
+        let int_out = |r: &mut Remote, opt: i32| -> Result<i32> {
+            r.call(libc::SYS_prctl, &[opt as u64, scratch]).map_err(|e| io(e, "read prctl"))?;
+            let mut b = [0u8; 4];
+            r.read_mem(scratch, &mut b).map_err(|e| io(e, "read prctl"))?;
+            Ok(i32::from_le_bytes(b))
+        };
+        let pdeath_signal = int_out(leader, libc::PR_GET_PDEATHSIG)?;
+        let child_subreaper = int_out(leader, libc::PR_GET_CHILD_SUBREAPER)? != 0;
+        let dumpable = leader.call(libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64]).map_err(|e| io(e, "read dumpable"))? as i32;
+        let securebits =
+            leader.call(libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64]).map_err(|e| io(e, "read securebits"))? as u32;
+        for (r, t) in rs.iter_mut().zip(threads.iter_mut()) {
+            r.call(libc::SYS_sigaltstack, &[0, scratch]).map_err(|e| io(e, "read sigaltstack"))?;
+            let mut b = [0u8; 24];
+            r.read_mem(scratch, &mut b).map_err(|e| io(e, "read sigaltstack"))?;
+            t.sigaltstack = SigAltStack { sp: u64_at(&b, 0), flags: u64_at(&b, 1) as i32, size: u64_at(&b, 2) };
+            r.call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch]).map_err(|e| io(e, "read tid address"))?;
+            let mut b = [0u8; 8];
+            r.read_mem(scratch, &mut b).map_err(|e| io(e, "read tid address"))?;
+            t.clear_child_tid = u64::from_le_bytes(b);
+        }
+        Ok(Injected { sigactions, brk, itimers, pdeath_signal, child_subreaper, dumpable, securebits })
+    })();
+    rs[0].call(libc::SYS_munmap, &[scratch, 4096]).map_err(|e| io(e, "unmap scratch page"))?;
+    result
+}
+
+pub fn creds_of(s: &Status, securebits: u32) -> Creds {
+    Creds {
+        uids: s.uids,
+        gids: s.gids,
+        groups: s.groups.clone(),
+        cap_inh: s.cap_inh,
+        cap_prm: s.cap_prm,
+        cap_eff: s.cap_eff,
+        cap_bnd: s.cap_bnd,
+        cap_amb: s.cap_amb,
+        securebits,
+    }
+}
+
+pub fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
+    let mut v = Vec::new();
+    for res in 0..16u32 {
+        let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit64 with a null new-limit pointer only writes `old`.
+        let r = unsafe { libc::prlimit64(pid, res as _, std::ptr::null(), &mut old) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error()).ctx(|| format!("read rlimits of {pid}"));
+        }
+        v.push(Rlimit { resource: res, cur: old.rlim_cur, max: old.rlim_max });
+    }
+    Ok(v)
+}
+
+pub fn fs_info(pid: i32, umask: u32) -> Result<FsInfo> {
+    let rl = |n: &str| -> Result<String> {
+        Ok(fs::read_link(format!("/proc/{pid}/{n}")).ctx(|| format!("read {n} of {pid}"))?.to_string_lossy().into_owned())
+    };
+    Ok(FsInfo { cwd: rl("cwd")?, root: rl("root")?, umask })
+}
+
+pub fn read_num(path: &str) -> i64 {
+    let s = fs::read_to_string(path).unwrap_or_default();
+    let s = s.trim();
+    i64::from_str_radix(s.trim_start_matches("0x"), if s.starts_with("0x") { 16 } else { 10 }).unwrap_or(0)
+}

@@ -1,0 +1,1305 @@
+//! Validation of a decoded image before restore acts on any of it.
+//!
+//! The image may be hostile (it travels through registries and tarballs).
+//! [`validate`] checks every count, id, range and reference the restore
+//! relies on, so that later code can index and allocate without fear.
+//! Errors are `ImageError::Invalid` with a message naming the task (or
+//! file, or shmem object) and the offending item.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::image::{check_blob, ImageError, Inventory, PAGE_SIZE};
+use crate::model::{
+    FileKind, MmImage, PageRun, ShmemKind, TaskImage, TaskState, ThreadImage, TreeImage, Vma,
+    VmaKind,
+};
+
+pub const MAX_TASKS: usize = 32768;
+pub const MAX_THREADS: usize = 4096;
+pub const MAX_VMAS: usize = 65536;
+pub const MAX_FDS: usize = 1 << 20;
+pub const MAX_FILES: usize = 1 << 20;
+pub const MAX_SHMEM: usize = 1 << 20;
+pub const PID_MAX: i32 = 4_194_304;
+/// Highest user-space address on x86-64 (4-level paging); the vsyscall
+/// page above it is never dumped.
+pub const USER_END: u64 = 0x0000_7fff_ffff_f000;
+pub const NSIG: usize = 64;
+pub const SIGINFO_SIZE: usize = 128;
+pub const MAX_PENDING: usize = 1 << 16;
+pub const NREGS: usize = 27;
+pub const XSAVE_MIN: usize = 576;
+pub const XSAVE_MAX: usize = 16384;
+pub const RLIM_NLIMITS: u32 = 16;
+pub const MAX_PIPE_CAPACITY: u32 = 1 << 20;
+pub const PATH_MAX: usize = 4096;
+const MAX_COMM: usize = 64;
+const MAX_GROUPS: usize = 65536;
+const MAX_AUXV: usize = 256;
+const MAX_MADVISE: usize = 16;
+/// Madvise hints a VMA may carry: MADV_DONTFORK(10) ..= MADV_KEEPONFORK(19),
+/// all harmless state flags.
+const MADVISE_OK: std::ops::RangeInclusive<i32> = 10..=19;
+
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err(ImageError::Invalid(format!($($arg)*))) };
+}
+
+fn check_path(what: &str, p: &str) -> Result<(), ImageError> {
+    if !p.starts_with('/') {
+        bail!("{what}: path {p:?} is not absolute");
+    }
+    if p.len() > PATH_MAX {
+        bail!("{what}: path of {} bytes is too long", p.len());
+    }
+    if p.contains('\0') {
+        bail!("{what}: path {p:?} contains NUL");
+    }
+    if p.split('/').any(|c| c == "..") {
+        bail!("{what}: path {p:?} has a '..' component");
+    }
+    Ok(())
+}
+
+fn check_name(what: &str, s: &str, max: usize) -> Result<(), ImageError> {
+    if s.len() > max || s.contains('\0') {
+        bail!("{what}: bad name {:?}", s.get(..max.min(64)).unwrap_or("?"));
+    }
+    Ok(())
+}
+
+fn check_id(what: &str, id: i32) -> Result<(), ImageError> {
+    if !(1..=PID_MAX).contains(&id) {
+        bail!("{what} {id} out of range 1..={PID_MAX}");
+    }
+    Ok(())
+}
+
+fn check_blob_in(who: &str, blob: &crate::model::Blob, pages_len: u64) -> Result<(), ImageError> {
+    check_blob(blob, pages_len).map_err(|e| ImageError::Invalid(format!("{who}: {e}")))
+}
+
+fn check_siginfos(who: &str, v: &[Vec<u8>]) -> Result<(), ImageError> {
+    if v.len() > MAX_PENDING {
+        bail!("{who}: {} pending signals (limit {MAX_PENDING})", v.len());
+    }
+    if let Some(s) = v.iter().find(|s| s.len() != SIGINFO_SIZE) {
+        bail!(
+            "{who}: pending siginfo of {} bytes, expected {SIGINFO_SIZE}",
+            s.len()
+        );
+    }
+    Ok(())
+}
+
+/// Checks page runs: aligned, non-empty, sorted, non-overlapping, within
+/// `[lo, hi)`, data of exactly npages pages, blob within pages.img.
+fn check_runs(
+    who: &str,
+    runs: &[PageRun],
+    lo: u64,
+    hi: u64,
+    pages_len: u64,
+) -> Result<(), ImageError> {
+    let mut prev_end = lo;
+    for r in runs {
+        let bytes = r.npages.checked_mul(PAGE_SIZE);
+        let end = bytes.and_then(|b| r.addr.checked_add(b));
+        let (Some(bytes), Some(end)) = (bytes, end) else {
+            bail!(
+                "{who}: page run at {:#x} of {} pages overflows",
+                r.addr,
+                r.npages
+            );
+        };
+        if r.addr % PAGE_SIZE != 0 || r.npages == 0 {
+            bail!(
+                "{who}: page run at {:#x} of {} pages is unaligned or empty",
+                r.addr,
+                r.npages
+            );
+        }
+        if r.addr < lo || end > hi {
+            bail!(
+                "{who}: page run {:#x}-{end:#x} outside {lo:#x}-{hi:#x}",
+                r.addr
+            );
+        }
+        if r.addr < prev_end {
+            bail!("{who}: page run {:#x}-{end:#x} overlaps or is out of order (previous ends at {prev_end:#x})", r.addr);
+        }
+        if r.data.len != bytes {
+            bail!(
+                "{who}: page run at {:#x}: data of {} bytes for {} pages",
+                r.addr,
+                r.data.len,
+                r.npages
+            );
+        }
+        check_blob_in(
+            &format!("{who}: page run at {:#x}", r.addr),
+            &r.data,
+            pages_len,
+        )?;
+        prev_end = end;
+    }
+    Ok(())
+}
+
+/// Validates a decoded tree against a pages.img of data length `pages_len`.
+pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
+    let t = tree;
+    if t.tasks.is_empty() || t.tasks.len() > MAX_TASKS {
+        bail!("{} tasks (must be 1..={MAX_TASKS})", t.tasks.len());
+    }
+    if t.files.len() > MAX_FILES {
+        bail!("{} files (limit {MAX_FILES})", t.files.len());
+    }
+    if t.shmem.len() > MAX_SHMEM {
+        bail!("{} shmem objects (limit {MAX_SHMEM})", t.shmem.len());
+    }
+    if t.host.page_size != PAGE_SIZE {
+        bail!(
+            "host page size {} (only {PAGE_SIZE} is supported)",
+            t.host.page_size
+        );
+    }
+    check_name("host", &t.host.kernel, 256)?;
+    check_id("root pid", t.root)?;
+    // The root is listed first; every other task's parent is listed before it
+    // (so there is exactly one root and no cycle).
+    if let Some(first) = t.tasks.first().filter(|f| f.pid != t.root) {
+        bail!("first task {} is not the root {}", first.pid, t.root);
+    }
+
+    // Shared memory objects, by id.
+    let mut shmem = HashMap::new();
+    for s in &t.shmem {
+        let who = format!("shmem {}", s.id);
+        if shmem.insert(s.id, s).is_some() {
+            bail!("{who}: duplicate id");
+        }
+        if s.size > USER_END {
+            bail!("{who}: size {} too large", s.size);
+        }
+        let hi = s.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        check_runs(&who, &s.pages, 0, hi, pages_len)?;
+        if let ShmemKind::Memfd { name, seals } = &s.kind {
+            check_name(&who, name, 249)?;
+            if seals & !0x3f != 0 {
+                bail!("{who}: unknown seals {seals:#x}");
+            }
+        }
+    }
+
+    // Files, by id.
+    let mut files = HashMap::new();
+    let mut pipes: HashMap<u64, (u32, bool)> = HashMap::new(); // capacity, data seen
+    for f in &t.files {
+        let who = format!("file {}", f.id);
+        if files.insert(f.id, f).is_some() {
+            bail!("{who}: duplicate id");
+        }
+        if f.flags & libc::O_ACCMODE == 3 || f.pos < 0 {
+            bail!("{who}: bad flags {:#o} or position {}", f.flags, f.pos);
+        }
+        let mut pipe = |id: u64,
+                        cap: u32,
+                        data: &Option<crate::model::Blob>|
+         -> Result<(), ImageError> {
+            if !cap.is_power_of_two() || u64::from(cap) < PAGE_SIZE || cap > MAX_PIPE_CAPACITY {
+                bail!("{who}: pipe capacity {cap} is not a power of two in {PAGE_SIZE}..={MAX_PIPE_CAPACITY}");
+            }
+            if let Some(d) = data {
+                if d.len > u64::from(cap) {
+                    bail!("{who}: {} queued bytes exceed pipe capacity {cap}", d.len);
+                }
+                check_blob_in(&who, d, pages_len)?;
+            }
+            let e = pipes.entry(id).or_insert((cap, false));
+            if e.0 != cap {
+                bail!(
+                    "{who}: pipe:[{id}] capacity {cap} differs from its other end's {}",
+                    e.0
+                );
+            }
+            if data.is_some() && std::mem::replace(&mut e.1, true) {
+                bail!("{who}: pipe:[{id}] contents stored twice");
+            }
+            Ok(())
+        };
+        match &f.kind {
+            FileKind::Regular { path, size, mode } => {
+                check_path(&who, path)?;
+                if *size > i64::MAX as u64 || mode & !0o177777 != 0 {
+                    bail!("{who}: bad size {size} or mode {mode:#o}");
+                }
+            }
+            FileKind::Unlinked { path, mode, data } => {
+                check_path(&who, path)?;
+                check_blob_in(&who, data, pages_len)?;
+                if mode & !0o177777 != 0 {
+                    bail!("{who}: bad mode {mode:#o}");
+                }
+            }
+            FileKind::Directory { path } | FileKind::CharDevice { path, .. } => {
+                check_path(&who, path)?
+            }
+            FileKind::Pipe {
+                pipe: id,
+                capacity,
+                data,
+            } => pipe(*id, *capacity, data)?,
+            FileKind::Fifo {
+                path,
+                pipe: id,
+                capacity,
+                data,
+            } => {
+                check_path(&who, path)?;
+                pipe(*id, *capacity, data)?;
+            }
+            FileKind::Inherited { key } => {
+                if key.is_empty() {
+                    bail!("{who}: inherited file without a key");
+                }
+                check_name(&who, key, PATH_MAX)?;
+            }
+            FileKind::Memfd { shmem: id } => match shmem.get(id).map(|s| &s.kind) {
+                Some(ShmemKind::Memfd { .. }) => {}
+                Some(_) => bail!("{who}: memfd refers to shmem {id}, which is not a memfd"),
+                None => bail!("{who}: memfd refers to missing shmem {id}"),
+            },
+        }
+    }
+
+    // The tree: unique pids and tids, one root, parents first.
+    let mut index: HashMap<i32, usize> = HashMap::new();
+    let mut tids: HashSet<i32> = HashSet::new();
+    for (i, task) in t.tasks.iter().enumerate() {
+        let pid = task.pid;
+        check_id("pid", pid)?;
+        let who = format!("task {pid}");
+        if index.insert(pid, i).is_some() || !tids.insert(pid) {
+            bail!("{who}: duplicate pid");
+        }
+        // 0: the group or session leader lives outside the dumped pid
+        // namespace; the restored task inherits the restorer's.
+        if task.pgid != 0 {
+            check_id(&format!("{who}: pgid"), task.pgid)?;
+        }
+        if task.sid != 0 {
+            check_id(&format!("{who}: sid"), task.sid)?;
+        }
+        if i != 0 {
+            match index.get(&task.ppid) {
+                Some(&p) if p < i => {}
+                Some(_) => bail!("{who}: is its own parent"),
+                None if t.tasks.iter().any(|o| o.pid == task.ppid) => {
+                    bail!("{who}: listed before its parent {}", task.ppid)
+                }
+                None => bail!("{who}: parent {} is not in the image", task.ppid),
+            }
+        }
+        for th in task.threads.iter().skip(1) {
+            check_id(&format!("{who}: tid"), th.tid)?;
+            if !tids.insert(th.tid) {
+                bail!("{who}: duplicate tid {}", th.tid);
+            }
+        }
+        check_task(task, &who, &files, &shmem, pages_len)?;
+    }
+    Ok(())
+}
+
+fn check_task(
+    task: &TaskImage,
+    who: &str,
+    files: &HashMap<u32, &crate::model::FileImage>,
+    shmem: &HashMap<u32, &crate::model::ShmemImage>,
+    pages_len: u64,
+) -> Result<(), ImageError> {
+    check_name(who, &task.comm, MAX_COMM)?;
+    match task.state {
+        TaskState::Zombie { .. } => {
+            if !task.threads.is_empty() || task.mm.is_some() || !task.fds.is_empty() {
+                bail!("{who}: zombie with threads, memory or fds");
+            }
+            if task.sigactions.len() != NSIG && !task.sigactions.is_empty() {
+                bail!(
+                    "{who}: {} sigactions (expected {NSIG} or 0)",
+                    task.sigactions.len()
+                );
+            }
+        }
+        TaskState::Running | TaskState::Stopped { .. } => {
+            if let TaskState::Stopped { signal } = task.state {
+                if !(1..=NSIG as i32).contains(&signal) {
+                    bail!("{who}: stopped by bad signal {signal}");
+                }
+            }
+            if task.threads.is_empty() || task.threads.len() > MAX_THREADS {
+                bail!(
+                    "{who}: {} threads (must be 1..={MAX_THREADS})",
+                    task.threads.len()
+                );
+            }
+            if task.threads.first().map(|t| t.tid) != Some(task.pid) {
+                bail!("{who}: first thread is not the group leader");
+            }
+            if task.sigactions.len() != NSIG {
+                bail!(
+                    "{who}: {} sigactions (expected {NSIG})",
+                    task.sigactions.len()
+                );
+            }
+            for th in &task.threads {
+                check_thread(&format!("{who}: thread {}", th.tid), th)?;
+            }
+            let Some(mm) = &task.mm else {
+                bail!("{who}: live task without memory")
+            };
+            check_mm(who, mm, shmem, pages_len)?;
+        }
+    }
+    check_siginfos(who, &task.shared_pending)?;
+    if task.fds.len() > MAX_FDS {
+        bail!("{who}: {} fds (limit {MAX_FDS})", task.fds.len());
+    }
+    let mut seen = HashSet::new();
+    for fd in &task.fds {
+        if !(0..MAX_FDS as i32).contains(&fd.fd) || !seen.insert(fd.fd) {
+            bail!("{who}: fd {} out of range or duplicate", fd.fd);
+        }
+        if !files.contains_key(&fd.file) {
+            bail!("{who}: fd {} refers to missing file {}", fd.fd, fd.file);
+        }
+    }
+    let c = &task.creds;
+    if c.groups.len() > MAX_GROUPS {
+        bail!("{who}: {} supplementary groups", c.groups.len());
+    }
+    check_path(&format!("{who}: cwd"), &task.fs.cwd)?;
+    check_path(&format!("{who}: root"), &task.fs.root)?;
+    if task.fs.umask > 0o777 {
+        bail!("{who}: umask {:#o}", task.fs.umask);
+    }
+    if task.rlimits.len() > RLIM_NLIMITS as usize {
+        bail!("{who}: {} rlimits", task.rlimits.len());
+    }
+    let mut seen = 0u32;
+    for r in &task.rlimits {
+        if r.resource >= RLIM_NLIMITS || seen & (1 << r.resource) != 0 || r.cur > r.max {
+            bail!(
+                "{who}: rlimit {} ({}/{}) invalid or duplicate",
+                r.resource,
+                r.cur,
+                r.max
+            );
+        }
+        seen |= 1 << r.resource;
+    }
+    if !(0..=NSIG as i32).contains(&task.pdeath_signal) || !(0..=2).contains(&task.dumpable) {
+        bail!(
+            "{who}: bad pdeath signal {} or dumpable {}",
+            task.pdeath_signal,
+            task.dumpable
+        );
+    }
+    if !(-1000..=1000).contains(&task.oom_score_adj) {
+        bail!("{who}: oom_score_adj {} out of range", task.oom_score_adj);
+    }
+    Ok(())
+}
+
+fn check_thread(who: &str, th: &ThreadImage) -> Result<(), ImageError> {
+    if th.regs.len() != NREGS {
+        bail!("{who}: {} registers (expected {NREGS})", th.regs.len());
+    }
+    if !(XSAVE_MIN..=XSAVE_MAX).contains(&th.xsave.len()) {
+        bail!(
+            "{who}: xsave area of {} bytes (must be {XSAVE_MIN}..={XSAVE_MAX})",
+            th.xsave.len()
+        );
+    }
+    check_siginfos(who, &th.pending)?;
+    if let Some(r) = th.rseq {
+        if r.len < 32 || r.ptr % 32 != 0 {
+            bail!(
+                "{who}: rseq area {:#x} of {} bytes is unaligned or too short",
+                r.ptr,
+                r.len
+            );
+        }
+    }
+    check_name(who, &th.comm, MAX_COMM)
+}
+
+fn check_mm(
+    who: &str,
+    mm: &MmImage,
+    shmem: &HashMap<u32, &crate::model::ShmemImage>,
+    pages_len: u64,
+) -> Result<(), ImageError> {
+    if mm.vmas.len() > MAX_VMAS {
+        bail!("{who}: {} vmas (limit {MAX_VMAS})", mm.vmas.len());
+    }
+    let mut special = [0u32; 3];
+    let mut prev: Option<&Vma> = None;
+    for v in &mm.vmas {
+        let vw = format!("{who}: vma {:#x}-{:#x}", v.start, v.end);
+        if v.start % PAGE_SIZE != 0
+            || v.end % PAGE_SIZE != 0
+            || v.start >= v.end
+            || v.pgoff % PAGE_SIZE != 0
+        {
+            bail!("{vw}: unaligned or empty (pgoff {:#x})", v.pgoff);
+        }
+        if v.end > USER_END {
+            bail!("{vw}: beyond user space ({USER_END:#x})");
+        }
+        if let Some(p) = prev {
+            if v.start < p.end {
+                bail!(
+                    "{who}: vma {:#x}-{:#x} overlaps {:#x}-{:#x}",
+                    p.start,
+                    p.end,
+                    v.start,
+                    v.end
+                );
+            }
+        }
+        prev = Some(v);
+        if v.prot & !(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) != 0 {
+            bail!("{vw}: bad prot {:#x}", v.prot);
+        }
+        let share = v.flags & (libc::MAP_SHARED | libc::MAP_PRIVATE);
+        let known =
+            libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
+        if (share != libc::MAP_SHARED && share != libc::MAP_PRIVATE) || v.flags & !known != 0 {
+            bail!("{vw}: bad flags {:#x}", v.flags);
+        }
+        if v.madvise.len() > MAX_MADVISE || v.madvise.iter().any(|m| !MADVISE_OK.contains(m)) {
+            bail!(
+                "{vw}: bad madvise hints {:?}",
+                v.madvise.get(..MAX_MADVISE.min(v.madvise.len()))
+            );
+        }
+        match &v.kind {
+            VmaKind::Anon => {}
+            VmaKind::File { path } => check_path(&vw, path)?,
+            VmaKind::Shmem { id } => {
+                if !shmem.contains_key(id) {
+                    bail!("{vw}: refers to missing shmem {id}");
+                }
+            }
+            k @ (VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vdso) => {
+                let i = match k {
+                    VmaKind::Vvar => 0,
+                    VmaKind::VvarVclock => 1,
+                    _ => 2,
+                };
+                special[i] += 1;
+                if special[i] > 1 {
+                    bail!("{vw}: second {k:?} mapping");
+                }
+                if !v.pages.is_empty() {
+                    bail!("{vw}: {k:?} mapping with dumped pages");
+                }
+            }
+        }
+        if share == libc::MAP_SHARED && !v.pages.is_empty() {
+            bail!("{vw}: private pages on a shared mapping");
+        }
+        check_runs(&vw, &v.pages, v.start, v.end, pages_len)?;
+    }
+    let fields = [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+    ];
+    if fields.iter().any(|&a| a > USER_END)
+        || mm.start_code > mm.end_code
+        || mm.start_data > mm.end_data
+        || mm.start_brk > mm.brk
+        || mm.arg_start > mm.arg_end
+        || mm.env_start > mm.env_end
+    {
+        bail!("{who}: inconsistent mm layout (code/data/brk/args/env)");
+    }
+    if mm.auxv.len() > MAX_AUXV || mm.auxv.len() % 2 != 0 {
+        bail!("{who}: auxv of {} words", mm.auxv.len());
+    }
+    if !mm.exe.is_empty() {
+        check_path(&format!("{who}: exe"), &mm.exe)?;
+    }
+    Ok(())
+}
+
+/// Cross-checks an inventory against the tree (and its payload checksum)
+/// and the pages file's data length.
+pub fn check_inventory(
+    inv: &Inventory,
+    tree: &TreeImage,
+    tree_xxh3: u64,
+    pages_len: u64,
+) -> Result<(), ImageError> {
+    let m = |s: String| Err(ImageError::InventoryMismatch(s));
+    if inv.tree_xxh3 != tree_xxh3 {
+        return m("tree.img checksum differs (files from different dumps?)".into());
+    }
+    if inv.root_pid != tree.root || inv.tasks as usize != tree.tasks.len() {
+        return m(format!(
+            "root {} / {} tasks, tree has root {} / {} tasks",
+            inv.root_pid,
+            inv.tasks,
+            tree.root,
+            tree.tasks.len()
+        ));
+    }
+    if inv.pages_len != pages_len {
+        return m(format!(
+            "pages length {}, pages.img has {pages_len}",
+            inv.pages_len
+        ));
+    }
+    if let Some(p) = &inv.parent {
+        if p.is_empty() || p.starts_with('/') || p.contains('\0') || p.len() > PATH_MAX {
+            return m(format!("parent {p:?} must be a relative path"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::*;
+
+    pub(crate) const PAGES_LEN: u64 = 16 * PAGE_SIZE;
+
+    fn blob(page: u64, npages: u64) -> Blob {
+        Blob {
+            off: PAGE_SIZE * (1 + page),
+            len: npages * PAGE_SIZE,
+            xxh3: 0,
+        }
+    }
+
+    fn run(addr: u64, npages: u64, page: u64) -> PageRun {
+        PageRun {
+            addr,
+            npages,
+            data: blob(page, npages),
+        }
+    }
+
+    fn vma(start: u64, end: u64, kind: VmaKind, pages: Vec<PageRun>) -> Vma {
+        let flags = if matches!(kind, VmaKind::Shmem { .. }) {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        Vma {
+            start,
+            end,
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            pgoff: 0,
+            kind,
+            madvise: vec![],
+            pages,
+        }
+    }
+
+    fn thread(tid: i32) -> ThreadImage {
+        ThreadImage {
+            tid,
+            regs: vec![0; NREGS],
+            xsave: vec![0; 1024],
+            sigmask: 0,
+            pending: vec![],
+            rseq: Some(Rseq {
+                ptr: 0x7000_0000_0020,
+                len: 32,
+                sig: 0x53053053,
+                flags: 0,
+                cs: 0,
+            }),
+            sigaltstack: SigAltStack::default(),
+            clear_child_tid: 0,
+            robust_list: 0,
+            robust_list_len: 24,
+            comm: "t".into(),
+        }
+    }
+
+    pub(crate) fn task(
+        pid: i32,
+        ppid: i32,
+        tids: &[i32],
+        vmas: Vec<Vma>,
+        fds: Vec<FdImage>,
+    ) -> TaskImage {
+        TaskImage {
+            pid,
+            ppid,
+            pgid: 1,
+            sid: 1,
+            state: TaskState::Running,
+            comm: format!("proc{pid}"),
+            threads: tids.iter().map(|&t| thread(t)).collect(),
+            mm: Some(MmImage {
+                vmas,
+                exe: "/bin/sh".into(),
+                ..Default::default()
+            }),
+            fds,
+            sigactions: vec![SigAction::default(); NSIG],
+            shared_pending: vec![vec![0; SIGINFO_SIZE]],
+            creds: Creds::default(),
+            fs: FsInfo {
+                cwd: "/".into(),
+                root: "/".into(),
+                umask: 0o022,
+            },
+            rlimits: vec![Rlimit {
+                resource: 7,
+                cur: 1024,
+                max: 4096,
+            }],
+            itimers: [Itimer::default(); 3],
+            personality: 0,
+            pdeath_signal: 0,
+            child_subreaper: false,
+            dumpable: 1,
+            no_new_privs: false,
+            oom_score_adj: 0,
+        }
+    }
+
+    fn fd(fd: i32, file: u32) -> FdImage {
+        FdImage {
+            fd,
+            file,
+            cloexec: fd > 2,
+        }
+    }
+
+    fn file(id: u32, kind: FileKind) -> FileImage {
+        FileImage {
+            id,
+            flags: libc::O_RDONLY,
+            pos: 0,
+            kind,
+        }
+    }
+
+    /// A valid tree: 1 (2 threads) -> {2, zombie 3}, pipes, a memfd, a regular file.
+    pub(crate) fn sample_tree() -> TreeImage {
+        let vmas1 = vec![
+            vma(
+                0x40_0000,
+                0x40_4000,
+                VmaKind::File {
+                    path: "/bin/sh".into(),
+                },
+                vec![run(0x40_1000, 1, 0)],
+            ),
+            vma(
+                0x60_0000,
+                0x61_0000,
+                VmaKind::Anon,
+                vec![run(0x60_0000, 2, 1), run(0x60_4000, 1, 3)],
+            ),
+            vma(
+                0x7000_0000_0000,
+                0x7000_0000_1000,
+                VmaKind::Shmem { id: 9 },
+                vec![],
+            ),
+            vma(0x7fff_f000_0000, 0x7fff_f000_2000, VmaKind::Vvar, vec![]),
+            vma(0x7fff_f000_2000, 0x7fff_f000_4000, VmaKind::Vdso, vec![]),
+        ];
+        let vmas2 = vec![vma(
+            0x60_0000,
+            0x60_1000,
+            VmaKind::Anon,
+            vec![run(0x60_0000, 1, 4)],
+        )];
+        let mut zombie = task(3, 1, &[], vec![], vec![]);
+        zombie.state = TaskState::Zombie { status: 0 };
+        zombie.mm = None;
+        zombie.sigactions.clear();
+        TreeImage {
+            root: 1,
+            tasks: vec![
+                task(
+                    1,
+                    0,
+                    &[1, 5],
+                    vmas1,
+                    vec![fd(0, 10), fd(1, 11), fd(2, 11), fd(3, 12), fd(4, 13)],
+                ),
+                task(2, 1, &[2], vmas2, vec![fd(0, 10), fd(7, 14)]),
+                zombie,
+            ],
+            files: vec![
+                file(
+                    10,
+                    FileKind::CharDevice {
+                        path: "/dev/null".into(),
+                        rdev: 0x103,
+                    },
+                ),
+                file(
+                    11,
+                    FileKind::Pipe {
+                        pipe: 77,
+                        capacity: 65536,
+                        data: Some(Blob {
+                            off: 6 * PAGE_SIZE,
+                            len: 5,
+                            xxh3: 0,
+                        }),
+                    },
+                ),
+                file(
+                    12,
+                    FileKind::Pipe {
+                        pipe: 77,
+                        capacity: 65536,
+                        data: None,
+                    },
+                ),
+                file(13, FileKind::Memfd { shmem: 9 }),
+                file(
+                    14,
+                    FileKind::Regular {
+                        path: "/etc/hosts".into(),
+                        size: 100,
+                        mode: 0o100644,
+                    },
+                ),
+            ],
+            shmem: vec![ShmemImage {
+                id: 9,
+                size: 5000,
+                kind: ShmemKind::Memfd {
+                    name: "jit".into(),
+                    seals: 0,
+                },
+                pages: vec![run(0, 2, 7)],
+            }],
+            vdso_xxh3: Some(1),
+            host: HostInfo {
+                kernel: "6.18".into(),
+                xcr0: 7,
+                page_size: PAGE_SIZE,
+            },
+        }
+    }
+
+    fn expect(f: impl FnOnce(&mut TreeImage), needle: &str) {
+        let mut t = sample_tree();
+        f(&mut t);
+        match validate(&t, PAGES_LEN) {
+            Ok(()) => panic!("accepted, expected error containing {needle:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(matches!(e, ImageError::Invalid(_)), "{msg}");
+                assert!(
+                    msg.contains(needle),
+                    "error {msg:?} does not contain {needle:?}"
+                );
+            }
+        }
+    }
+
+    fn mm(t: &mut TreeImage, i: usize) -> &mut MmImage {
+        t.tasks[i].mm.as_mut().unwrap()
+    }
+
+    #[test]
+    fn sample_is_valid() {
+        validate(&sample_tree(), PAGES_LEN).unwrap();
+    }
+
+    #[test]
+    fn counts_and_ids() {
+        expect(|t| t.tasks.clear(), "0 tasks");
+        expect(
+            |t| {
+                t.tasks[1].threads = (0..4097)
+                    .map(|i| thread(if i == 0 { 2 } else { 100 + i }))
+                    .collect()
+            },
+            "task 2: 4097 threads",
+        );
+        expect(
+            |t| {
+                mm(t, 1).vmas = (0..65537)
+                    .map(|i| vma(0x1000 * (i + 1), 0x1000 * (i + 2), VmaKind::Anon, vec![]))
+                    .collect()
+            },
+            "task 2: 65537 vmas",
+        );
+        expect(
+            |t| t.tasks[0].sigactions.pop().map(drop).unwrap_or(()),
+            "task 1: 63 sigactions",
+        );
+        expect(
+            |t| t.tasks[2].sigactions = vec![SigAction::default(); 3],
+            "task 3: 3 sigactions",
+        );
+        expect(|t| t.tasks[1].pid = 0, "pid 0 out of range");
+        expect(|t| t.tasks[1].pid = 4_194_305, "pid 4194305 out of range");
+        expect(|t| t.tasks[1].pgid = -1, "task 2: pgid -1 out of range");
+        expect(|t| t.tasks[1].sid = -3, "task 2: sid -3 out of range");
+        expect(|t| t.tasks[2].pid = 2, "task 2: duplicate pid");
+        expect(
+            |t| t.tasks[1].threads.push(thread(5)),
+            "task 2: duplicate tid 5",
+        );
+        expect(
+            |t| t.tasks[1].threads.push(thread(3)),
+            "task 3: duplicate pid",
+        );
+        expect(|t| t.host.page_size = 65536, "host page size 65536");
+    }
+
+    #[test]
+    fn tree_shape() {
+        expect(|t| t.root = 7, "first task 1 is not the root 7");
+        expect(|t| t.tasks.swap(0, 1), "first task 2 is not the root 1");
+        expect(
+            |t| t.tasks[2].ppid = 99,
+            "task 3: parent 99 is not in the image",
+        );
+        expect(
+            |t| t.tasks[1].ppid = 3,
+            "task 2: listed before its parent 3",
+        );
+        expect(|t| t.tasks[1].ppid = 2, "task 2: is its own parent");
+        expect(
+            |t| {
+                t.tasks[1].ppid = 3;
+                t.tasks[2].ppid = 2
+            },
+            "listed before its parent",
+        );
+        expect(|t| t.tasks[0].pid = 8, "first task 8 is not the root 1");
+        expect(
+            |t| t.tasks[2].threads.push(thread(3)),
+            "task 3: zombie with threads",
+        );
+        expect(
+            |t| t.tasks[2].mm = Some(MmImage::default()),
+            "task 3: zombie with threads, memory",
+        );
+        expect(|t| t.tasks[1].threads.clear(), "task 2: 0 threads");
+        expect(
+            |t| t.tasks[1].threads[0].tid = 6,
+            "task 2: first thread is not the group leader",
+        );
+        expect(|t| t.tasks[1].mm = None, "task 2: live task without memory");
+        expect(
+            |t| t.tasks[1].state = TaskState::Stopped { signal: 99 },
+            "task 2: stopped by bad signal 99",
+        );
+    }
+
+    #[test]
+    fn threads() {
+        expect(
+            |t| t.tasks[0].threads[1].regs.pop().map(drop).unwrap_or(()),
+            "task 1: thread 5: 26 registers",
+        );
+        expect(
+            |t| t.tasks[0].threads[1].xsave = vec![0; 512],
+            "task 1: thread 5: xsave area of 512 bytes",
+        );
+        expect(
+            |t| t.tasks[0].threads[1].xsave = vec![0; 16385],
+            "xsave area of 16385 bytes",
+        );
+        expect(
+            |t| t.tasks[0].threads[1].rseq.as_mut().unwrap().len = 16,
+            "task 1: thread 5: rseq area",
+        );
+        expect(
+            |t| t.tasks[0].threads[1].pending = vec![vec![0; 12]],
+            "pending siginfo of 12 bytes",
+        );
+        expect(
+            |t| t.tasks[0].shared_pending = vec![vec![0; SIGINFO_SIZE]; MAX_PENDING + 1],
+            "65537 pending signals",
+        );
+        expect(|t| t.tasks[0].comm = "a\0b".into(), "task 1: bad name");
+    }
+
+    #[test]
+    fn vmas() {
+        expect(
+            |t| {
+                mm(t, 1)
+                    .vmas
+                    .push(vma(0x60_0000, 0x60_2000, VmaKind::Anon, vec![]))
+            },
+            "task 2: vma 0x600000-0x601000 overlaps 0x600000-0x602000",
+        );
+        expect(
+            |t| mm(t, 0).vmas.swap(0, 1),
+            "task 1: vma 0x600000-0x610000 overlaps 0x400000-0x404000",
+        );
+        expect(
+            |t| mm(t, 1).vmas[0].start = 0x60_0010,
+            "task 2: vma 0x600010-0x601000: unaligned or empty",
+        );
+        expect(|t| mm(t, 1).vmas[0].end = 0x60_0000, "unaligned or empty");
+        expect(
+            |t| mm(t, 1).vmas[0].pgoff = 12,
+            "unaligned or empty (pgoff 0xc)",
+        );
+        expect(
+            |t| {
+                mm(t, 1).vmas.push(vma(
+                    0x7fff_ffff_f000,
+                    0x8000_0000_0000,
+                    VmaKind::Anon,
+                    vec![],
+                ))
+            },
+            "beyond user space",
+        );
+        expect(
+            |t| {
+                mm(t, 1).vmas.push(vma(
+                    0xffff_ffff_ff60_0000,
+                    0xffff_ffff_ff60_1000,
+                    VmaKind::Anon,
+                    vec![],
+                ))
+            },
+            "beyond user space",
+        );
+        expect(
+            |t| {
+                mm(t, 0).vmas.push(vma(
+                    0x7fff_f000_5000,
+                    0x7fff_f000_6000,
+                    VmaKind::Vdso,
+                    vec![],
+                ))
+            },
+            "second Vdso mapping",
+        );
+        expect(
+            |t| mm(t, 0).vmas[3].pages.push(run(0x7fff_f000_0000, 1, 0)),
+            "Vvar mapping with dumped pages",
+        );
+        expect(|t| mm(t, 1).vmas[0].prot = 0x10, "bad prot 0x10");
+        expect(
+            |t| mm(t, 1).vmas[0].flags = libc::MAP_SHARED | libc::MAP_PRIVATE,
+            "bad flags",
+        );
+        expect(|t| mm(t, 1).vmas[0].flags |= libc::MAP_FIXED, "bad flags");
+        expect(
+            |t| mm(t, 1).vmas[0].madvise = vec![libc::MADV_DONTNEED],
+            "bad madvise hints",
+        );
+        expect(
+            |t| {
+                mm(t, 0).vmas[1].kind = VmaKind::File {
+                    path: "lib/x.so".into(),
+                }
+            },
+            "task 1: vma 0x600000-0x610000: path \"lib/x.so\" is not absolute",
+        );
+        expect(
+            |t| {
+                mm(t, 0).vmas[1].kind = VmaKind::File {
+                    path: "/usr/../../etc/shadow".into(),
+                }
+            },
+            "'..' component",
+        );
+        expect(
+            |t| {
+                mm(t, 0).vmas[1].kind = VmaKind::File {
+                    path: "/a\0b".into(),
+                }
+            },
+            "contains NUL",
+        );
+        expect(
+            |t| mm(t, 0).vmas[2].kind = VmaKind::Shmem { id: 4 },
+            "refers to missing shmem 4",
+        );
+        expect(|t| mm(t, 1).start_brk = 0x1000, "inconsistent mm layout");
+        expect(|t| mm(t, 1).auxv = vec![1], "auxv of 1 words");
+        expect(
+            |t| mm(t, 1).exe = "sh".into(),
+            "task 2: exe: path \"sh\" is not absolute",
+        );
+    }
+
+    #[test]
+    fn page_runs() {
+        fn anon(t: &mut TreeImage) -> &mut Vec<PageRun> {
+            &mut mm(t, 0).vmas[1].pages
+        }
+        expect(
+            |t| anon(t)[0].addr = 0x5f_f000,
+            "page run 0x5ff000-0x601000 outside 0x600000-0x610000",
+        );
+        expect(|t| anon(t)[1].npages = 16, "outside 0x600000-0x610000");
+        expect(|t| anon(t)[0].addr = 0x60_0100, "unaligned or empty");
+        expect(|t| anon(t)[0].npages = 0, "unaligned or empty");
+        expect(|t| anon(t)[1].npages = u64::MAX / 2, "overflows");
+        expect(
+            |t| anon(t)[1].addr = 0x60_1000,
+            "overlaps or is out of order",
+        );
+        expect(|t| anon(t).swap(0, 1), "overlaps or is out of order");
+        expect(
+            |t| anon(t)[0].data.len = 4096,
+            "data of 4096 bytes for 2 pages",
+        );
+        expect(
+            |t| anon(t)[0].data.off = 4095,
+            "blob at 0xfff is not page aligned",
+        );
+        expect(|t| anon(t)[0].data.off = 0, "points into the header page");
+        expect(
+            |t| anon(t)[1].data.off = 16 * PAGE_SIZE + PAGE_SIZE,
+            "blob 0x11000+0x1000 out of bounds (file ends at 0x11000)",
+        );
+        expect(|t| anon(t)[1].data.off = !0xfff, "overflows");
+        expect(
+            |t| mm(t, 0).vmas[2].pages.push(run(0x7000_0000_0000, 1, 0)),
+            "private pages on a shared mapping",
+        );
+        expect(
+            |t| t.shmem[0].pages[0].npages = 3,
+            "shmem 9: page run 0x0-0x3000 outside 0x0-0x2000",
+        );
+        expect(
+            |t| t.shmem[0].pages[0].data.off = 16 * PAGE_SIZE,
+            "shmem 9: page run at 0x0: pages.img: blob 0x10000+0x2000 out of bounds",
+        );
+    }
+
+    #[test]
+    fn fds_and_files() {
+        expect(
+            |t| t.tasks[1].fds.push(fd(7, 10)),
+            "task 2: fd 7 out of range or duplicate",
+        );
+        expect(
+            |t| t.tasks[1].fds.push(fd(1 << 20, 10)),
+            "task 2: fd 1048576 out of range",
+        );
+        expect(
+            |t| t.tasks[1].fds.push(fd(-1, 10)),
+            "task 2: fd -1 out of range",
+        );
+        expect(
+            |t| t.tasks[1].fds.push(fd(9, 99)),
+            "task 2: fd 9 refers to missing file 99",
+        );
+        expect(
+            |t| t.tasks[2].fds.push(fd(0, 10)),
+            "task 3: zombie with threads, memory or fds",
+        );
+        expect(|t| t.files[1].id = 10, "file 10: duplicate id");
+        expect(
+            |t| {
+                t.files[4].kind = FileKind::Regular {
+                    path: "/etc/../..".into(),
+                    size: 1,
+                    mode: 0,
+                }
+            },
+            "file 14: path \"/etc/../..\" has a '..' component",
+        );
+        expect(
+            |t| {
+                t.files[4].kind = FileKind::Regular {
+                    path: "/x".into(),
+                    size: u64::MAX,
+                    mode: 0,
+                }
+            },
+            "file 14: bad size",
+        );
+        expect(
+            |t| t.files[4].kind = FileKind::Directory { path: "".into() },
+            "file 14: path \"\" is not absolute",
+        );
+        expect(|t| t.files[4].flags = 3, "file 14: bad flags");
+        expect(
+            |t| t.files[4].pos = -1,
+            "file 14: bad flags 0o0 or position -1",
+        );
+        expect(
+            |t| {
+                t.files[2].kind = FileKind::Pipe {
+                    pipe: 77,
+                    capacity: 65535,
+                    data: None,
+                }
+            },
+            "file 12: pipe capacity 65535 is not a power of two",
+        );
+        expect(
+            |t| {
+                t.files[2].kind = FileKind::Pipe {
+                    pipe: 77,
+                    capacity: 2 << 20,
+                    data: None,
+                }
+            },
+            "pipe capacity 2097152",
+        );
+        expect(
+            |t| {
+                t.files[2].kind = FileKind::Pipe {
+                    pipe: 77,
+                    capacity: 4096,
+                    data: None,
+                }
+            },
+            "differs from its other end's 65536",
+        );
+        expect(
+            |t| {
+                t.files[2].kind = FileKind::Pipe {
+                    pipe: 77,
+                    capacity: 65536,
+                    data: Some(blob(0, 1)),
+                }
+            },
+            "file 12: pipe:[77] contents stored twice",
+        );
+        expect(
+            |t| {
+                t.files[1].kind = FileKind::Pipe {
+                    pipe: 77,
+                    capacity: 65536,
+                    data: Some(Blob {
+                        off: 8192,
+                        len: 1 << 17,
+                        xxh3: 0,
+                    }),
+                }
+            },
+            "exceed pipe capacity",
+        );
+        expect(
+            |t| t.files[0].kind = FileKind::Inherited { key: String::new() },
+            "file 10: inherited file without a key",
+        );
+        expect(
+            |t| {
+                t.files[0].kind = FileKind::Inherited {
+                    key: "pipe:\0".into(),
+                }
+            },
+            "file 10: bad name",
+        );
+        expect(
+            |t| t.files[3].kind = FileKind::Memfd { shmem: 1 },
+            "file 13: memfd refers to missing shmem 1",
+        );
+        expect(
+            |t| t.shmem[0].kind = ShmemKind::Anon,
+            "file 13: memfd refers to shmem 9, which is not a memfd",
+        );
+        expect(
+            |t| t.shmem.push(t.shmem[0].clone()),
+            "shmem 9: duplicate id",
+        );
+        expect(
+            |t| {
+                t.shmem[0].kind = ShmemKind::Memfd {
+                    name: "x".repeat(250),
+                    seals: 0,
+                }
+            },
+            "shmem 9: bad name",
+        );
+    }
+
+    #[test]
+    fn task_misc() {
+        expect(
+            |t| {
+                t.tasks[1].rlimits.push(Rlimit {
+                    resource: 16,
+                    cur: 0,
+                    max: 0,
+                })
+            },
+            "task 2: rlimit 16",
+        );
+        expect(
+            |t| {
+                t.tasks[1].rlimits.push(Rlimit {
+                    resource: 7,
+                    cur: 0,
+                    max: 0,
+                })
+            },
+            "task 2: rlimit 7 (0/0) invalid or duplicate",
+        );
+        expect(
+            |t| t.tasks[1].rlimits[0].cur = 5000,
+            "task 2: rlimit 7 (5000/4096)",
+        );
+        expect(|t| t.tasks[1].fs.cwd = "/../..".into(), "task 2: cwd: path");
+        expect(
+            |t| t.tasks[1].fs.root = "relative".into(),
+            "task 2: root: path",
+        );
+        expect(|t| t.tasks[1].fs.umask = 0o1000, "umask");
+        expect(|t| t.tasks[1].oom_score_adj = 1001, "oom_score_adj 1001");
+        expect(|t| t.tasks[1].dumpable = 3, "dumpable 3");
+    }
+
+    #[test]
+    fn inventory_cross_check() {
+        let t = sample_tree();
+        let inv = Inventory::new(&t, 42, PAGES_LEN, Some("../parent".into()));
+        check_inventory(&inv, &t, 42, PAGES_LEN).unwrap();
+        assert!(check_inventory(&inv, &t, 43, PAGES_LEN)
+            .unwrap_err()
+            .to_string()
+            .contains("tree.img checksum differs"));
+        assert!(check_inventory(&inv, &t, 42, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("pages length"));
+        let abs = Inventory {
+            parent: Some("/abs".into()),
+            ..inv.clone()
+        };
+        assert!(check_inventory(&abs, &t, 42, PAGES_LEN)
+            .unwrap_err()
+            .to_string()
+            .contains("relative path"));
+        let tasks = Inventory { tasks: 2, ..inv };
+        assert!(matches!(
+            check_inventory(&tasks, &t, 42, PAGES_LEN),
+            Err(ImageError::InventoryMismatch(_))
+        ));
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A container lifecycle driven through stasis exactly as one would drive runc:
+# build a busybox bundle, `run -d`, `state`, `list`, `kill`, `delete`.
+# Needs root, runc, /bin/busybox, jq and a built stasis (`make demo` does all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STASIS=${STASIS:-$PWD/target/release/stasis}
+WORK=$(mktemp -d /tmp/stasis-demo.XXXXXX)
+ROOT=$WORK/state      # --root: keeps the demo's containers apart from runc's
+BUNDLE=$WORK/bundle
+IMAGE=$WORK/image     # for checkpoint/restore
+ID=stasis-demo-$$
+
+st() {
+  echo "+ stasis $*" >&2
+  "$STASIS" --root "$ROOT" "$@"
+}
+
+cleanup() {
+  "$STASIS" --root "$ROOT" delete --force "$ID" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+status() { "$STASIS" --root "$ROOT" state "$ID" | jq -r .status; }
+
+# A busybox rootfs and runc's default config, made non-interactive.
+mkdir -p "$BUNDLE"/rootfs/{bin,dev,etc,proc,sys,tmp}
+cp /bin/busybox "$BUNDLE/rootfs/bin/"
+for applet in $(/bin/busybox --list); do
+  [ "$applet" = busybox ] || ln -sf busybox "$BUNDLE/rootfs/bin/$applet"
+done
+runc spec --bundle "$BUNDLE"
+jq '.process.terminal = false
+    | .process.args = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 1; done"]
+    | .root.readonly = false' "$BUNDLE/config.json" > "$WORK/config.json"
+mv "$WORK/config.json" "$BUNDLE/config.json"
+
+# `run -d` hands its stdio to the container: give it files, not a terminal.
+echo "+ stasis run -d --bundle $BUNDLE $ID" >&2
+if ! "$STASIS" --root "$ROOT" run -d --bundle "$BUNDLE" "$ID" </dev/null >"$WORK/out.log" 2>"$WORK/err.log"; then
+  cat "$WORK/err.log" >&2
+  exit 1
+fi
+sleep 2
+st state "$ID"
+echo
+st list
+echo "counter inside the container: $(cat "$BUNDLE/rootfs/tmp/counter")"
+
+# Checkpoint/restore slot in here, e.g.:
+#   st checkpoint --image-path "$IMAGE" "$ID"
+#   st restore -d --image-path "$IMAGE" --bundle "$BUNDLE" "$ID" </dev/null >"$WORK/out.log" 2>"$WORK/err.log"
+: "$IMAGE"
+
+st kill "$ID" KILL
+for _ in $(seq 100); do
+  [ "$(status)" = stopped ] && break
+  sleep 0.1
+done
+echo "status after kill: $(status)"
+st delete "$ID"
+echo "demo: ok"

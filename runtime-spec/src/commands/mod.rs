@@ -1,0 +1,6 @@
+//! Verbs with their own logic. Everything else is delegated (`crate::delegate`).
+
+pub mod checkpoint;
+pub mod inspect;
+pub mod restore;
+pub mod tree;

@@ -1,0 +1,28 @@
+//! `stasis tree dump|restore`: the engine on a bare process tree, for people
+//! without containers.
+
+use anyhow::Context;
+use stasis_checkpoint::{image, DumpOptions, RestoreOptions};
+
+use crate::cli::{GlobalOpts, TreeDumpOpts, TreeRestoreOpts};
+
+pub fn dump(_global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
+    image::create_image_dir(&opts.image_path)
+        .with_context(|| format!("create image directory {}", opts.image_path.display()))?;
+    let dopts = DumpOptions {
+        image_dir: opts.image_path.clone(),
+        leave_running: opts.leave_running,
+        own_ipc_ns: false,
+        copy_threads: 2,
+    };
+    stasis_checkpoint::dump(opts.pid, &dopts).with_context(|| format!("dump process tree {}", opts.pid))?;
+    Ok(0)
+}
+
+pub fn restore(_global: &GlobalOpts, opts: &TreeRestoreOpts) -> anyhow::Result<i32> {
+    let ropts = RestoreOptions { image_dir: opts.image_path.clone(), inherit_stdio: true, ..Default::default() };
+    let r = stasis_checkpoint::restore(&ropts)
+        .with_context(|| format!("restore process tree from {}", opts.image_path.display()))?;
+    println!("{}", r.root_pid);
+    Ok(0)
+}
