@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STASIS=${STASIS:-$PWD/target/release/stasis}
+STASIS=${STASIS:-$PWD/target/x86_64-unknown-linux-gnu/release/stasis}
 WORK=$(mktemp -d /tmp/stasis-demo.XXXXXX)
 ROOT=$WORK/state      # --root: keeps the demo's containers apart from runc's
 BUNDLE=$WORK/bundle

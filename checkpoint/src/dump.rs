@@ -42,6 +42,8 @@ pub struct DumpOptions {
     pub own_ipc_ns: bool,
     /// Copy threads for page data.
     pub copy_threads: usize,
+    /// Freeze this cgroup while seizing (a container's); `None` for a bare tree.
+    pub freezer: Option<crate::freezer::Freezer>,
 }
 
 /// Figures of one dump, for `stats-dump` and logs.
@@ -63,7 +65,7 @@ const OUTPUTS: [&str; 3] = ["pages.img", "tree.img", "inventory.img"];
 /// Checkpoints the tree rooted at host pid `root`.
 pub fn dump(root: i32, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
-    let seized = Seized::collect(root)?;
+    let seized = Seized::collect(root, opts.freezer.clone())?;
     fault_point("after-seize")?;
     match dump_seized(&seized, opts, t0) {
         Ok(mut stats) => {

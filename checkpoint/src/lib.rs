@@ -11,6 +11,7 @@
 pub mod dump;
 pub mod error;
 mod files;
+pub mod freezer;
 pub mod image;
 pub mod inspect;
 mod memory;

@@ -11,6 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::error::{Context, Error, Result};
+use crate::freezer::Freezer;
 use crate::proc;
 use crate::sys::ptrace::{self, Stop};
 
@@ -30,9 +31,20 @@ pub struct Seized {
     /// Parents before children.
     pub tasks: Vec<SeizedTask>,
     released: bool,
+    freezer: Option<Freezer>,
+    /// The cgroup was frozen (paused) before we came: leave it frozen.
+    was_frozen: bool,
 }
 
 fn seize_thread(tid: i32) -> Result<bool> {
+    if !seize_nowait(tid)? {
+        return Ok(false);
+    }
+    wait_stop(tid)
+}
+
+/// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`; false when the thread is gone.
+fn seize_nowait(tid: i32) -> Result<bool> {
     match ptrace::seize(tid, ptrace::PTRACE_O_TRACESYSGOOD) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
@@ -47,6 +59,10 @@ fn seize_thread(tid: i32) -> Result<bool> {
         Err(e) => return Err(e).ctx(|| format!("seize thread {tid}")),
     }
     ptrace::interrupt(tid).ctx(|| format!("interrupt thread {tid}"))?;
+    Ok(true)
+}
+
+fn wait_stop(tid: i32) -> Result<bool> {
     // Wait for the interrupt stop; a signal that raced with us is delivered
     // (so it is not lost) and we wait again.
     loop {
@@ -59,9 +75,59 @@ fn seize_thread(tid: i32) -> Result<bool> {
 }
 
 impl Seized {
-    /// Seizes `root` and all its descendants.
-    pub fn collect(root: i32) -> Result<Seized> {
-        let mut seized = Seized { tasks: Vec::new(), released: false };
+    /// Seizes `root` and all its descendants. With a freezer, the cgroup is
+    /// frozen first, every thread seized and interrupted, then thawed so each
+    /// goes straight from the freezer into its ptrace stop.
+    pub fn collect(root: i32, freezer: Option<Freezer>) -> Result<Seized> {
+        let Some(fz) = freezer else { return Self::collect_live(root) };
+        let was_frozen = fz.is_frozen().ctx(|| format!("read freezer state of {}", fz.dir().display()))?;
+        fz.freeze().ctx(|| format!("freeze {}", fz.dir().display()))?;
+        let mut seized = Seized { tasks: Vec::new(), released: false, freezer: Some(fz), was_frozen };
+        let mut queue: VecDeque<i32> = VecDeque::from([root]);
+        while let Some(pid) = queue.pop_front() {
+            let status = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of task {pid}"))?;
+            let mut task = SeizedTask { pid, tids: Vec::new(), zombie: status.state == 'Z', stopped: status.state == 'T', status };
+            if !task.zombie {
+                for tid in proc::threads(pid).ctx(|| format!("list threads of {pid}"))? {
+                    if seize_nowait(tid)? {
+                        task.tids.push(tid);
+                    }
+                }
+                queue.extend(proc::children(pid).ctx(|| format!("list children of {pid}"))?);
+            }
+            seized.tasks.push(task);
+        }
+        let fz = seized.freezer.as_ref().expect("set above");
+        let inside: HashSet<i32> = seized.tasks.iter().map(|t| t.pid).collect();
+        for pid in fz.pids().ctx(|| "list the cgroup's tasks".into())? {
+            if !inside.contains(&pid) {
+                return Err(Error::Unsupported {
+                    pid,
+                    what: "a process in the container's cgroup outside its init's tree (an exec session?)".into(),
+                });
+            }
+        }
+        fz.thaw().ctx(|| "thaw the cgroup into ptrace stops".into())?;
+        for t in &mut seized.tasks {
+            let mut live = Vec::new();
+            for &tid in &t.tids {
+                if wait_stop(tid)? {
+                    live.push(tid);
+                }
+            }
+            t.tids = live;
+            if !t.zombie {
+                if !t.tids.contains(&t.pid) {
+                    return Err(Error::Unsupported { pid: t.pid, what: "a process whose main thread has exited".into() });
+                }
+                t.status = proc::Status::read(&format!("/proc/{}/status", t.pid)).ctx(|| format!("read status of {}", t.pid))?;
+            }
+        }
+        Ok(seized)
+    }
+
+    fn collect_live(root: i32) -> Result<Seized> {
+        let mut seized = Seized { tasks: Vec::new(), released: false, freezer: None, was_frozen: false };
         let mut seen: HashSet<i32> = HashSet::new();
         let mut queue: VecDeque<i32> = VecDeque::from([root]);
         while let Some(pid) = queue.pop_front() {
@@ -125,19 +191,32 @@ impl Seized {
             return;
         }
         self.released = true;
+        if let (Some(fz), true) = (&self.freezer, self.was_frozen) {
+            // Paused before we came: stopped under ptrace counts as frozen, so
+            // re-freezing first means nothing runs after we detach.
+            let _ = fz.freeze();
+        }
         for t in &self.tasks {
             self.detach_list(&t.tids);
+        }
+        if let (Some(fz), false) = (&self.freezer, self.was_frozen) {
+            let _ = fz.thaw();
         }
     }
 
     /// Kills the whole tree (after a successful dump) and reaps what we can.
     pub fn kill(mut self) {
+        if let Some(fz) = &self.freezer {
+            let _ = fz.thaw();
+        }
         for t in &self.tasks {
             // SAFETY-free: kill(2) through nix.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
         }
-        for t in &self.tasks {
-            for &tid in &t.tids {
+        // Children first: a pid-namespace init that dies waits for its
+        // children to be reaped, and as their tracer we must collect them first.
+        for t in self.tasks.iter().rev() {
+            for &tid in t.tids.iter().rev() {
                 // Collect the tracee exit notifications so no traced zombie lingers.
                 let _ = ptrace::wait(tid);
             }

@@ -55,7 +55,9 @@ pub fn stasis_bin() -> PathBuf {
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("target"));
         let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        let bin = ["release", "debug"]
+        // Builds are static for the x86_64-unknown-linux-gnu target (see
+        // .cargo/config.toml); the plain profile dirs are kept as fallbacks.
+        let bin = ["x86_64-unknown-linux-gnu/release", "x86_64-unknown-linux-gnu/debug", "release", "debug"]
             .iter()
             .map(|profile| target.join(profile).join("stasis"))
             .filter_map(|p| mtime(&p).map(|t| (t, p)))
@@ -68,10 +70,11 @@ pub fn stasis_bin() -> PathBuf {
                     target.display()
                 )
             });
-        let sources = newest_mtime(&workspace_root().join("runtime-spec/src"));
+        let sources = newest_mtime(&workspace_root().join("runtime-spec/src"))
+            .max(newest_mtime(&workspace_root().join("checkpoint/src")));
         assert!(
             mtime(&bin) >= sources,
-            "{} is older than runtime-spec/src: rebuild it (make build) or set STASIS_BIN",
+            "{} is older than its sources: rebuild it (make build) or set STASIS_BIN",
             bin.display()
         );
         bin

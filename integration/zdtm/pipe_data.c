@@ -1,9 +1,10 @@
 /*
  * pipe_data (cf. zdtm pipe00..03): data sitting in pipes.
  *
- *  p1: default-size pipe; 61 KiB of a pattern written in odd-sized chunks,
- *      then 1 KiB read back, so 60 KiB remain and the first pipe buffer
- *      starts at a non-zero offset.  Both ends held by the root.
+ *  p1: default-size pipe (16 buffers) filled with ~59 KiB of a pattern in
+ *      16 writes (1000 bytes, 14 pages, 2000 bytes: partially filled
+ *      buffers), then 1 KiB read back, so the first remaining buffer starts
+ *      at a non-zero offset.  Both ends held by the root.
  *  p2: pipe resized to 256 KiB (F_SETPIPE_SZ) holding 200 KiB.
  *  p3: shared with a forked child: the child holds only the read end, the
  *      root only the write end; 4 KiB are written before the checkpoint.
@@ -22,7 +23,8 @@
 #include "zdtm.h"
 #include <sys/wait.h>
 
-#define P1_WRITE (61 * 1024)
+/* 1000 + 14 pages + 2000: 16 pipe buffers, the default capacity */
+#define P1_WRITE (1000 + 14 * 4096 + 2000)
 #define P1_EAT 1024
 #define P2_SIZE (256 * 1024)
 #define P2_DATA (200 * 1024)
@@ -132,9 +134,8 @@ int main(int argc, char **argv)
 
 	zdtm_fill(buf, P1_WRITE, 0x9e000001, 0);
 	for (off = 0; off < P1_WRITE;) {
-		size_t chunk = 1 + (off * 7919) % 3000;
-		if (chunk > P1_WRITE - off)
-			chunk = P1_WRITE - off;
+		/* a write that does not fit the last page starts a new buffer */
+		size_t chunk = off == 0 ? 1000 : (P1_WRITE - off == 2000 ? 2000 : 4096);
 		if (zdtm_write_all(p1[1], buf + off, chunk) < 0)
 			zdtm_fail("write p1: %s", strerror(errno));
 		off += chunk;

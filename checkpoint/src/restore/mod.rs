@@ -85,48 +85,22 @@ impl Stages {
         }
     }
 
+    /// Tree mode: clone the root stub into a new pid namespace ourselves.
     fn run(&mut self, tree: &TreeImage, pages: &PagesReader, opts: &RestoreOptions) -> Result<Restored> {
-        // --- plan ---
-        let index: HashMap<i32, usize> = tree.tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
-        let mut children = vec![Vec::new(); tree.tasks.len()];
-        for (i, t) in tree.tasks.iter().enumerate().skip(1) {
-            let p = *index.get(&t.ppid).ok_or_else(|| Error::Restore(format!("task {}: parent {} missing", t.pid, t.ppid)))?;
-            children[p].push(i);
-        }
-        let max_fd = tree.tasks.iter().flat_map(|t| t.fds.iter().map(|f| f.fd)).max().unwrap_or(2);
-        let base = (max_fd + 1).max(16);
-        let file_fd: Vec<i32> = (0..tree.files.len() as i32).map(|i| base + 3 + i).collect();
-        let shmem_fd: Vec<i32> = (0..tree.shmem.len() as i32).map(|i| base + 3 + tree.files.len() as i32 + i).collect();
-        let top = base as u64 + 3 + tree.files.len() as u64 + tree.shmem.len() as u64 + 16;
-        raise_nofile(top)?;
-        let inherit = resolve_inherit(tree, opts)?;
-        let sysv = tree.shmem.iter().any(|o| matches!(o.kind, ShmemKind::SysV { .. }));
-
+        let plan = make_plan(tree, pages, resolve_inherit(tree, opts)?)?;
         // Control pipes at fixed numbers above everything the image uses.
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "create control pipe".into())?;
         let (hold_r, hold_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "create control pipe".into())?;
-        let _staged = [
-            place(ready_w.as_raw_fd(), base)?,
-            place(hold_r.as_raw_fd(), base + 1)?,
-            place(pages.fd().as_raw_fd(), base + 2)?,
+        let staged = [
+            place(ready_w.as_raw_fd(), plan.ready_fd())?,
+            place(hold_r.as_raw_fd(), plan.hold_fd())?,
+            place(pages.fd().as_raw_fd(), plan.base + 2)?,
         ];
         drop(ready_w);
         drop(hold_r);
-        let plan = stub::Plan {
-            tree,
-            children,
-            root_index: 0,
-            base,
-            file_fd,
-            shmem_fd: shmem_fd.clone(),
-            inherit,
-            pages,
-        };
-
-        // --- fork ---
         fault_point("after-namespaces")?;
         let mut flags = libc::CLONE_NEWPID as u64;
-        if sysv {
+        if has_sysv(tree) {
             flags |= libc::CLONE_NEWIPC as u64;
         }
         let init = sys::clone3_fork(flags, 0).ctx(|| "create the new pid namespace".into())?;
@@ -137,11 +111,27 @@ impl Stages {
             stub::helper_init_main(&plan);
         }
         self.init = Some(init);
-        for fd in _staged {
+        for fd in staged {
             // Our copies of the staged control fds; the stubs keep theirs.
             let _ = nix::unistd::close(fd);
         }
-        if sysv {
+        self.attach(tree, pages, &plan, init, ready_r, hold_w, opts)
+    }
+
+    /// From a running root stub on: SysV objects, wait for the tree, seize,
+    /// morph, release.
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        &mut self,
+        tree: &TreeImage,
+        pages: &PagesReader,
+        plan: &stub::Plan,
+        init: i32,
+        ready_r: OwnedFd,
+        hold_w: OwnedFd,
+        opts: &RestoreOptions,
+    ) -> Result<Restored> {
+        if has_sysv(tree) {
             make_sysv(init, tree, pages)?;
         }
         self.wait_ready(ready_r, tree.tasks.len(), init, opts.timeout.unwrap_or(Duration::from_secs(60)))?;
@@ -168,7 +158,7 @@ impl Stages {
         drop(hold_w);
 
         // --- morph ---
-        let m = morph::Morph { tree, pages, shmem_fd: &shmem_fd, base };
+        let m = morph::Morph { tree, pages, shmem_fd: &plan.shmem_fd, base: plan.base };
         let mut threads: Vec<(usize, Vec<i32>)> = Vec::new();
         let mut restored_pages = 0;
         for (i, t) in tree.tasks.iter().enumerate() {
@@ -264,6 +254,83 @@ impl Stages {
     }
 }
 
+fn has_sysv(tree: &TreeImage) -> bool {
+    tree.shmem.iter().any(|o| matches!(o.kind, ShmemKind::SysV { .. }))
+}
+
+/// Staging fd numbers and children lists (the same in the engine and in a
+/// stub that computes them on its own inside a container).
+fn make_plan<'a>(tree: &'a TreeImage, pages: &'a PagesReader, inherit: Vec<Option<i32>>) -> Result<stub::Plan<'a>> {
+    let index: HashMap<i32, usize> = tree.tasks.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
+    let mut children = vec![Vec::new(); tree.tasks.len()];
+    for (i, t) in tree.tasks.iter().enumerate().skip(1) {
+        let p = *index.get(&t.ppid).ok_or_else(|| Error::Restore(format!("task {}: parent {} missing", t.pid, t.ppid)))?;
+        children[p].push(i);
+    }
+    let max_fd = tree.tasks.iter().flat_map(|t| t.fds.iter().map(|f| f.fd)).max().unwrap_or(2);
+    let base = (max_fd + 1).max(16);
+    let nfiles = tree.files.len() as i32;
+    let file_fd: Vec<i32> = (0..nfiles).map(|i| base + 3 + i).collect();
+    let shmem_fd: Vec<i32> = (0..tree.shmem.len() as i32).map(|i| base + 3 + nfiles + i).collect();
+    raise_nofile(base as u64 + 3 + tree.files.len() as u64 + tree.shmem.len() as u64 + 16)?;
+    Ok(stub::Plan { tree, children, root_index: 0, base, file_fd, shmem_fd, inherit, pages })
+}
+
+/// Entry of `stasis` exec'd as a container's init to restore into it: reads
+/// the image from `image_dir`, builds the tree as pid 1, reports on
+/// `ready_fd` and waits on `hold_fd` for the engine ([`restore_attached`]).
+pub fn container_stub_main(image_dir: &std::path::Path, ready_fd: i32, hold_fd: i32) -> ! {
+    let fail = |msg: String| -> ! {
+        let line = format!("E{msg}\n");
+        // SAFETY: writing to the control pipe, then leaving.
+        unsafe {
+            libc::write(ready_fd, line.as_ptr().cast(), line.len());
+            libc::_exit(1)
+        }
+    };
+    if std::process::id() != 1 {
+        fail("the restore stub must run as pid 1 of a new pid namespace".into());
+    }
+    let (_inv, tree, pages) = match image::open_image(image_dir) {
+        Ok(x) => x,
+        Err(e) => fail(e.to_string()),
+    };
+    if tree.root != 1 {
+        fail(format!("the image's root is pid {}, a container's init must be pid 1", tree.root));
+    }
+    let opts = RestoreOptions { inherit_stdio: true, ..Default::default() };
+    let plan = match resolve_inherit(&tree, &opts).and_then(|inh| make_plan(&tree, &pages, inh)) {
+        Ok(p) => p,
+        Err(e) => fail(e.to_string()),
+    };
+    for (fd, at) in [(ready_fd, plan.ready_fd()), (hold_fd, plan.hold_fd()), (pages.fd().as_raw_fd(), plan.base + 2)] {
+        if let Err(e) = place(fd, at) {
+            fail(e.to_string());
+        }
+    }
+    stub::root_main(&plan)
+}
+
+/// Engine side of a container restore: `init` is the host pid of the stub
+/// started by [`container_stub_main`]; `ready`/`hold` the other ends of its
+/// control pipes.
+pub fn restore_attached(opts: &RestoreOptions, init: i32, ready: OwnedFd, hold: OwnedFd) -> Result<Restored> {
+    let t0 = Instant::now();
+    let (_inv, tree, pages) = image::open_image(&opts.image_dir)?;
+    let mut stages = Stages { init: Some(init), pid_of: HashMap::new(), seized: Vec::new() };
+    let plan = make_plan(&tree, &pages, vec![None; tree.files.len()])?;
+    match stages.attach(&tree, &pages, &plan, init, ready, hold, opts) {
+        Ok(mut r) => {
+            r.restore_us = t0.elapsed().as_micros() as u64;
+            Ok(r)
+        }
+        Err(e) => {
+            stages.abort();
+            Err(e)
+        }
+    }
+}
+
 /// Puts a copy of `fd` at number `at` (not close-on-exec); returns `at`.
 fn place(fd: i32, at: i32) -> Result<i32> {
     // SAFETY: dup3 onto a number above every fd the process uses.
@@ -322,7 +389,7 @@ fn make_sysv(init: i32, tree: &TreeImage, pages: &PagesReader) -> Result<()> {
             }
             sys::shm_fill(id, &data, uid, gid, mode)?;
         }
-        std::fs::write("/proc/sys/kernel/shm_next_id", "-1")?;
+        // The kernel resets shm_next_id to -1 once an id is allocated.
         Ok(())
     })
     .ctx(|| "recreate SysV shared memory".into())

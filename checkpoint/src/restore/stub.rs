@@ -285,7 +285,8 @@ fn open_shared(plan: &Plan) -> R<()> {
             ShmemKind::Anon => "stasis:shared-anon".to_string(),
             ShmemKind::SysV { .. } => continue,
         };
-        let seals = matches!(o.kind, ShmemKind::Memfd { seals, .. } if seals != 0);
+        // F_SEAL_SEAL alone is what every memfd made without MFD_ALLOW_SEALING reports.
+        let seals = matches!(o.kind, ShmemKind::Memfd { seals, .. } if seals & !libc::F_SEAL_SEAL != 0);
         let cname = cstr(&name)?;
         let flags = if seals { libc::MFD_ALLOW_SEALING } else { 0 };
         // SAFETY: creating a memfd with a valid name.
@@ -305,10 +306,10 @@ fn open_shared(plan: &Plan) -> R<()> {
                 return Err(errno("fill shared memory"));
             }
         }
-        if let ShmemKind::Memfd { seals, .. } = o.kind {
-            if seals != 0 {
+        if let ShmemKind::Memfd { seals: s, .. } = o.kind {
+            if seals {
                 // SAFETY: applying seals to our memfd.
-                unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) };
+                unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, s) };
             }
         }
         stage(fd, plan.shmem_fd[o.id as usize])?;

@@ -14,6 +14,7 @@ pub fn dump(_global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
         leave_running: opts.leave_running,
         own_ipc_ns: false,
         copy_threads: 2,
+        freezer: None,
     };
     stasis_checkpoint::dump(opts.pid, &dopts).with_context(|| format!("dump process tree {}", opts.pid))?;
     Ok(0)
