@@ -162,6 +162,9 @@ pub fn dump_vmas(
         if m.has_flag("gd") {
             flags |= libc::MAP_GROWSDOWN;
         }
+        if m.has_flag("nr") {
+            flags |= libc::MAP_NORESERVE;
+        }
         let mut vma = Vma {
             start: m.start,
             end: m.end,

@@ -213,12 +213,18 @@ impl Seized {
             // SAFETY-free: kill(2) through nix.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
         }
-        // Children first: a pid-namespace init that dies waits for its
-        // children to be reaped, and as their tracer we must collect them first.
-        for t in self.tasks.iter().rev() {
-            for &tid in t.tids.iter().rev() {
-                // Collect the tracee exit notifications so no traced zombie lingers.
-                let _ = ptrace::wait(tid);
+        // Collect every tracee's exit notification so no traced zombie
+        // lingers (a dying pid-namespace init waits for its children, whose
+        // exits we, as their tracer, must collect first).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut left: HashSet<i32> = self.tasks.iter().flat_map(|t| t.tids.iter().copied()).collect();
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            match ptrace::wait_any_nohang() {
+                Ok(Some(tid)) => {
+                    left.remove(&tid);
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(_) => break,
             }
         }
         self.released = true;

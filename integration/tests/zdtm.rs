@@ -22,10 +22,11 @@
 //! `ZDTM_KEEP=1` keeps the run directories (state, image, logs) under
 //! `target/tmp/zdtm/run/`.
 //!
-//! Every program is started as `unshare --pid --fork setsid <prog> <dir>`:
-//! it is pid 1 and a session leader in its own pid namespace (like a
-//! container init), so the ids it sees survive a restore into a fresh pid
-//! namespace. `--kill-child` is deliberately not used: it sets a parent
+//! Every program is started as `unshare --pid --fork setsid <prog> <dir>`
+//! in `<dir>`, with stdin `/dev/null`, stdout/stderr appended to a log file
+//! and no other fd: it is pid 1 and a session leader in its own pid
+//! namespace (like a container init), so the ids it sees survive a restore
+//! into a fresh pid namespace. `--kill-child` is deliberately not used: it sets a parent
 //! death signal on the program, which is process state the dump would
 //! record (and which would fire when `stasis tree restore` exits). Cleanup
 //! is done by SIGKILLing the namespace init instead.
@@ -39,6 +40,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
@@ -296,6 +298,62 @@ fn wait_gone(pid: i32, timeout: Duration) -> Result<String, String> {
     }
 }
 
+/// Every thread of `pid` and of its descendants: state, wchan, tracer.
+fn proc_snapshot(pid: i32, depth: usize, out: &mut String) {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        let _ = writeln!(out, "{:indent$}pid {pid}: gone", "", indent = depth * 2);
+        return;
+    };
+    let mut tids: Vec<i32> = tasks
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort();
+    let mut children = Vec::new();
+    for tid in tids {
+        let base = format!("/proc/{pid}/task/{tid}");
+        let stat = fs::read_to_string(format!("{base}/stat")).unwrap_or_default();
+        let (comm, rest) = match (stat.find('('), stat.rfind(')')) {
+            (Some(a), Some(b)) if a < b => (&stat[a + 1..b], stat[b + 1..].trim()),
+            _ => ("?", ""),
+        };
+        let state = rest.split_whitespace().next().unwrap_or("?");
+        let wchan = fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
+        let status = fs::read_to_string(format!("{base}/status")).unwrap_or_default();
+        let field = |f: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(f))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "{:indent$}{}{tid} ({comm}) {state} wchan={wchan} TracerPid={} NSpid={} SigBlk={} SigPnd={} ShdPnd={}",
+            "",
+            if tid == pid { "pid " } else { "  tid " },
+            field("TracerPid:"),
+            field("NSpid:"),
+            field("SigBlk:"),
+            field("SigPnd:"),
+            field("ShdPnd:"),
+            indent = depth * 2
+        );
+        if let Ok(stack) = fs::read_to_string(format!("{base}/stack")) {
+            for l in stack.lines().take(8) {
+                let _ = writeln!(out, "{:indent$}    {l}", "", indent = depth * 2);
+            }
+        }
+        if let Ok(c) = fs::read_to_string(format!("{base}/children")) {
+            children.extend(c.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+        }
+    }
+    if depth < 4 {
+        for c in children {
+            proc_snapshot(c, depth + 1, out);
+        }
+    }
+}
+
 fn read_lossy(p: &Path) -> String {
     match fs::read(p) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -398,15 +456,34 @@ impl Run {
             .open(&self.log)
             .map_err(|e| format!("open log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("dup log: {e}"))?;
-        let child = Command::new("unshare")
-            .args(["--pid", "--fork", "setsid"])
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "setsid"])
             .arg(&bin)
             .arg(&self.state)
+            .current_dir(&self.state)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| format!("spawn unshare: {e}"))?;
+            .stderr(log2);
+        // Only 0, 1, 2 reach the program: fds leaked into the test process
+        // (a jobserver pipe, the caller's plumbing) would otherwise become
+        // part of every dumped tree. CLOEXEC rather than close, so that
+        // std's exec-error pipe keeps working.
+        // SAFETY: close_range is async-signal-safe; no allocation here.
+        unsafe {
+            cmd.pre_exec(|| {
+                let r = libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("spawn unshare: {e}"))?;
         let upid = child.id() as i32;
         self.unshare = Some(child);
         self.step(format!("started {} (unshare pid {upid})", bin.display()));
@@ -514,6 +591,12 @@ impl Run {
                 break st;
             }
             if start.elapsed() > STASIS_TIMEOUT {
+                let mut snap = String::new();
+                proc_snapshot(child.id() as i32, 0, &mut snap);
+                for &pid in &self.pids {
+                    proc_snapshot(pid, 0, &mut snap);
+                }
+                self.step(format!("stasis {label} hangs; processes:\n{snap}"));
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("stasis {label} timed out after {STASIS_TIMEOUT:?}"));
@@ -580,15 +663,10 @@ impl Run {
             let _ = writeln!(r, "--- stasis {label} stderr:\n{}", tail(&read_lossy(err), 8000));
         }
         for &pid in &self.pids {
-            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-                let _ = writeln!(
-                    r,
-                    "--- pid {pid}: stat {} wchan {:?} TracerPid {:?} SigBlk {:?}",
-                    stat.trim_end(),
-                    fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default(),
-                    proc_status_field(pid, "TracerPid"),
-                    proc_status_field(pid, "SigBlk"),
-                );
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                let mut snap = String::new();
+                proc_snapshot(pid, 0, &mut snap);
+                let _ = writeln!(r, "--- processes of tree {pid}:\n{snap}");
             }
         }
         if !self.stasis_runs.is_empty() && fs::read_dir(&self.img).is_ok_and(|mut d| d.next().is_some()) {

@@ -391,6 +391,101 @@ static __attribute__((unused)) ssize_t zdtm_read_full(int fd, void *buf, size_t 
 	return off;
 }
 
+/* Write a long multi-line text to the log, under a title. */
+static __attribute__((unused)) void zdtm_log_text(const char *title, const char *text)
+{
+	zdtm_log("%s:", title);
+	if (zdtm_write_all(2, text, strlen(text)) < 0 || zdtm_write_all(2, "\n", 1) < 0) {
+		/* nothing sensible to do */
+	}
+}
+
+/*
+ * Compare two texts line by line.  Returns 0 if equal; otherwise records
+ * an error naming the first differing line pair, logs both texts and
+ * returns 1.
+ */
+static __attribute__((unused)) int zdtm_compare_text(const char *what, const char *before, const char *after)
+{
+	const char *a = before, *b = after;
+
+	if (strcmp(before, after) == 0)
+		return 0;
+	for (;;) {
+		size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+		if (la != lb || memcmp(a, b, la) != 0 || !a[la] || !b[lb])
+			break;
+		a += la + 1;
+		b += lb + 1;
+	}
+	zdtm_err("%s changed; first difference: '%.*s' became '%.*s'", what, (int)strcspn(a, "\n"), a,
+		 (int)strcspn(b, "\n"), b);
+	zdtm_log_text("before", before);
+	zdtm_log_text("after", after);
+	return 1;
+}
+
+/*
+ * Normalise /proc/self/maps text: merge adjacent lines that the kernel
+ * could have merged into one VMA (contiguous addresses, same permissions,
+ * device, inode and name, contiguous file offsets).  Whether two compatible
+ * neighbours are one VMA or two is kernel bookkeeping (e.g. a RELRO page
+ * written before it became read-only has an anon_vma and does not merge
+ * with its neighbour, while the same pages mapped afresh by a restore do),
+ * not something a program can rely on.  Name padding is reduced to one
+ * space.  `out` must be at least as large as `in`.
+ */
+static __attribute__((unused)) void zdtm_normalize_maps(const char *in, char *out, size_t outsz)
+{
+	unsigned long ps = 0, pe = 0, poff = 0, pino = 0;
+	char pperm[8] = "", pdev[16] = "", pname[512] = "";
+	size_t o = 0;
+	int have = 0;
+
+	out[0] = 0;
+	for (;;) {
+		unsigned long s = 0, e = 0, off = 0, ino = 0;
+		char perm[8] = "", dev[16] = "", name[512] = "", line[1024];
+		size_t len = strcspn(in, "\n");
+		int n = -1;
+
+		if (*in) {
+			snprintf(line, sizeof(line), "%.*s", (int)len, in);
+			if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &s, &e, perm, &off, dev, &ino, &n) < 6)
+				n = -1;
+			else
+				snprintf(name, sizeof(name), "%s", line + n);
+		}
+		if (have && *in && n >= 0 && s == pe && !strcmp(perm, pperm) && !strcmp(dev, pdev) && ino == pino &&
+		    !strcmp(name, pname) && (ino == 0 ? off == poff : off == poff + (pe - ps))) {
+			pe = e; /* extend the pending line */
+		} else {
+			if (have && o < outsz)
+				o += snprintf(out + o, outsz - o, "%08lx-%08lx %s %08lx %s %lu %s\n", ps, pe, pperm,
+					      poff, pdev, pino, pname);
+			have = 0;
+			if (!*in)
+				break;
+			if (n < 0) {
+				if (o < outsz)
+					o += snprintf(out + o, outsz - o, "%s\n", line);
+			} else {
+				ps = s;
+				pe = e;
+				poff = off;
+				pino = ino;
+				snprintf(pperm, sizeof(pperm), "%s", perm);
+				snprintf(pdev, sizeof(pdev), "%s", dev);
+				snprintf(pname, sizeof(pname), "%s", name);
+				have = 1;
+			}
+		}
+		in += len;
+		if (*in == '\n')
+			in++;
+	}
+}
+
 /*
  * waitpid() with a timeout (polls with WNOHANG).  Returns the pid, 0 on
  * timeout, -1 on error (errno set).

@@ -211,6 +211,12 @@ impl Morph<'_> {
         remotes.insert(0, r);
         for (rm, th) in remotes.iter_mut().zip(&t.threads) {
             thread_state(rm, scratch, th).map_err(|x| err(vpid, &format!("thread {} state", th.tid), x))?;
+            // Signals pending for this thread only, queued by the thread to itself.
+            for si in &th.pending {
+                rm.write_mem(scratch, si).map_err(e("write siginfo"))?;
+                rm.call(libc::SYS_rt_tgsigqueueinfo, &[vpid as u64, th.tid as u64, si_signo(si), scratch])
+                    .map_err(e("queue thread signal"))?;
+            }
         }
         for rm in remotes.iter_mut() {
             restore_creds(rm, scratch, &t.creds, t.no_new_privs).map_err(e("credentials"))?;

@@ -42,6 +42,23 @@ impl Plan<'_> {
     pub fn hold_fd(&self) -> i32 {
         self.base + 1
     }
+    /// First fd number above the staging range, for temporaries that must
+    /// not land on a staging slot filled later.
+    pub fn top(&self) -> i32 {
+        self.base + 3 + self.file_fd.len() as i32 + self.shmem_fd.len() as i32
+    }
+}
+
+/// Moves `fd` to the lowest free number at or above `min`.
+fn lift(fd: i32, min: i32) -> R<i32> {
+    // SAFETY: duplicating and closing fds of this process.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD, min) };
+    if n < 0 {
+        return Err(errno("move fd"));
+    }
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    Ok(n)
 }
 
 type R<T> = std::result::Result<T, String>;
@@ -137,12 +154,53 @@ fn become_zombie(status: i32) -> ! {
     unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
 }
 
+/// Creates child `k` and waits until it has joined its session and process
+/// group, so a later sibling can join a group this child leads.
 fn fork_child(plan: &Plan, k: usize) -> R<()> {
     let pid = plan.tree.tasks[k].pid;
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 fills a 2-int array.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(errno("sync pipe"));
+    }
+    let (r, w) = (lift(p[0], plan.top())?, lift(p[1], plan.top())?);
     match sys::clone3_fork(0, pid) {
-        Ok(0) => task_main(plan, k),
-        Ok(_) => Ok(()),
+        Ok(0) => {
+            // SAFETY: the child keeps only the write end.
+            unsafe { libc::close(r) };
+            GROUP_SYNC.with(|g| g.set(w));
+            task_main(plan, k)
+        }
+        Ok(_) => {
+            let mut b = [0u8; 1];
+            // SAFETY: closing our write end, reading one byte into a local, closing.
+            let n = unsafe {
+                libc::close(w);
+                let n = libc::read(r, b.as_mut_ptr().cast(), 1);
+                libc::close(r);
+                n
+            };
+            if n != 1 {
+                return Err(format!("child {pid} failed before joining its process group"));
+            }
+            Ok(())
+        }
         Err(e) => Err(format!("create child {pid}: {e}")),
+    }
+}
+
+thread_local! {
+    /// Write end of the pipe on which this stub tells its parent that its
+    /// session and process group are set (-1 for the root).
+    static GROUP_SYNC: std::cell::Cell<i32> = const { std::cell::Cell::new(-1) };
+}
+
+fn group_joined() {
+    let w = GROUP_SYNC.with(|g| g.replace(-1));
+    if w >= 0 {
+        report(w, b"g");
+        // SAFETY: closing the sync pipe's write end.
+        unsafe { libc::close(w) };
     }
 }
 
@@ -168,6 +226,7 @@ fn setup_task(plan: &Plan, idx: usize) -> R<()> {
             return Err(errno(&format!("join process group {}", t.pgid)));
         }
     }
+    group_joined();
     for k in kids.iter().filter(|k| !early(k)) {
         fork_child(plan, *k)?;
     }
@@ -276,42 +335,69 @@ fn write_all(fd: i32, mut b: &[u8]) -> R<()> {
     Ok(())
 }
 
+fn fill_shmem(plan: &Plan, o: &crate::model::ShmemImage, fd: i32) -> R<()> {
+    for r in &o.pages {
+        let b = blob_bytes(plan, &r.data)?;
+        let n = (b.len() as u64).min(o.size.saturating_sub(r.addr)) as usize;
+        // SAFETY: pwrite from a live slice.
+        if unsafe { libc::pwrite(fd, b.as_ptr().cast(), n, r.addr as libc::off_t) } != n as isize {
+            return Err(errno("fill shared memory"));
+        }
+    }
+    Ok(())
+}
+
+fn make_memfd(plan: &Plan, o: &crate::model::ShmemImage, name: &str, seals: i32) -> R<i32> {
+    // F_SEAL_SEAL alone is what every memfd made without MFD_ALLOW_SEALING reports.
+    let sealed = seals & !libc::F_SEAL_SEAL != 0;
+    let cname = cstr(name)?;
+    // SAFETY: creating a memfd with a valid name.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), if sealed { libc::MFD_ALLOW_SEALING } else { 0 }) };
+    if fd < 0 {
+        return Err(errno("memfd_create"));
+    }
+    // SAFETY: sizing our own memfd.
+    if unsafe { libc::ftruncate(fd, o.size as libc::off_t) } < 0 {
+        return Err(errno("size memfd"));
+    }
+    fill_shmem(plan, o, fd)?;
+    if sealed {
+        // SAFETY: applying seals to our memfd.
+        unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) };
+    }
+    Ok(fd)
+}
+
+/// A shared anonymous region is a shmem file named "/dev/zero"; the only way
+/// to get one is an anonymous shared mmap, whose file we then open through
+/// `/proc/self/map_files` so every task can map the same object.
+fn make_shared_anon(plan: &Plan, o: &crate::model::ShmemImage) -> R<i32> {
+    let size = o.size.max(4096) as usize;
+    // SAFETY: a fresh shared anonymous mapping owned by this stub.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(errno("map shared memory"));
+    }
+    let path = format!("/proc/self/map_files/{:x}-{:x}", p as usize, p as usize + size);
+    let fd = open_path(&path, libc::O_RDWR);
+    // SAFETY: unmapping our own mapping; the object lives on through `fd`.
+    unsafe { libc::munmap(p, size) };
+    let fd = fd?;
+    fill_shmem(plan, o, fd)?;
+    Ok(fd)
+}
+
 /// Opens every file and shared memory object of the image at its staging fd.
 fn open_shared(plan: &Plan) -> R<()> {
     let tree = plan.tree;
     for o in &tree.shmem {
-        let name = match &o.kind {
-            ShmemKind::Memfd { name, .. } => name.clone(),
-            ShmemKind::Anon => "stasis:shared-anon".to_string(),
+        let fd = match &o.kind {
+            ShmemKind::Memfd { name, seals } => make_memfd(plan, o, name, *seals)?,
+            ShmemKind::Anon => make_shared_anon(plan, o)?,
             ShmemKind::SysV { .. } => continue,
         };
-        // F_SEAL_SEAL alone is what every memfd made without MFD_ALLOW_SEALING reports.
-        let seals = matches!(o.kind, ShmemKind::Memfd { seals, .. } if seals & !libc::F_SEAL_SEAL != 0);
-        let cname = cstr(&name)?;
-        let flags = if seals { libc::MFD_ALLOW_SEALING } else { 0 };
-        // SAFETY: creating a memfd with a valid name.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(errno("memfd_create"));
-        }
-        // SAFETY: sizing our own memfd.
-        if unsafe { libc::ftruncate(fd, o.size as libc::off_t) } < 0 {
-            return Err(errno("size shared memory"));
-        }
-        for r in &o.pages {
-            let b = blob_bytes(plan, &r.data)?;
-            let n = (b.len() as u64).min(o.size.saturating_sub(r.addr)) as usize;
-            // SAFETY: pwrite from a live slice.
-            if unsafe { libc::pwrite(fd, b.as_ptr().cast(), n, r.addr as libc::off_t) } != n as isize {
-                return Err(errno("fill shared memory"));
-            }
-        }
-        if let ShmemKind::Memfd { seals: s, .. } = o.kind {
-            if seals {
-                // SAFETY: applying seals to our memfd.
-                unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, s) };
-            }
-        }
         stage(fd, plan.shmem_fd[o.id as usize])?;
     }
     let mut pipes: std::collections::HashMap<u64, (i32, i32)> = Default::default();
@@ -364,10 +450,18 @@ fn open_one(
         FileKind::Directory { path } => open_path(path, flags | libc::O_DIRECTORY),
         FileKind::Unlinked { path, mode, data } => {
             let dir = std::path::Path::new(path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or("/".into());
-            let ghost = format!("{}/.stasis-ghost-{}-{}", dir.trim_end_matches('/'), std::process::id(), f.id);
-            let c = cstr(&ghost)?;
+            // The ghost takes the original name when it is free, so the fd
+            // reads as "<path> (deleted)" again once it is unlinked.
+            let mut ghost = path.clone();
+            let mut c = cstr(&ghost)?;
             // SAFETY: creating the ghost file with a valid C string.
-            let w = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, *mode) };
+            let mut w = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, *mode) };
+            if w < 0 {
+                ghost = format!("{}/.stasis-ghost-{}-{}", dir.trim_end_matches('/'), std::process::id(), f.id);
+                c = cstr(&ghost)?;
+                // SAFETY: as above.
+                w = unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, *mode) };
+            }
             if w < 0 {
                 return Err(errno(&format!("create {ghost}")));
             }
@@ -401,10 +495,11 @@ fn open_one(
                     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) } < 0 {
                         return Err(errno("pipe"));
                     }
+                    let (r, w) = (lift(p[0], plan.top())?, lift(p[1], plan.top())?);
                     // SAFETY: sizing our pipe.
-                    unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, *capacity as i32) };
-                    pipes.insert(*pipe, (p[0], p[1]));
-                    (p[0], p[1])
+                    unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, *capacity as i32) };
+                    pipes.insert(*pipe, (r, w));
+                    (r, w)
                 }
             };
             if let Some(d) = data {
@@ -421,7 +516,7 @@ fn open_one(
             Ok(fd)
         }
         FileKind::Fifo { path, data, .. } => {
-            let keeper = open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?;
+            let keeper = lift(open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?, plan.top())?;
             keepers.push(keeper);
             if let Some(d) = data {
                 write_all(keeper, blob_bytes(plan, d)?)?;

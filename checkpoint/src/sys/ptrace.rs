@@ -97,6 +97,18 @@ pub fn wait(tid: i32) -> io::Result<Stop> {
     })
 }
 
+/// `waitpid(-1, __WALL | WNOHANG)`: the tid of a child or tracee with news, if any.
+pub fn wait_any_nohang() -> io::Result<Option<i32>> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out pointer.
+    let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+    match r {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        r => Ok(Some(r)),
+    }
+}
+
 pub fn get_regs(tid: i32) -> io::Result<Regs> {
     // SAFETY: user_regs_struct is plain old data; all-zero is valid.
     let mut regs: Regs = unsafe { std::mem::zeroed() };
