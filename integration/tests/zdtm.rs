@@ -39,8 +39,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
@@ -120,6 +120,34 @@ enum Mode {
 const ENABLED: &[(&str, Mode)] = &[
     ("static_loop", Mode::Kill),
     ("static_loop", Mode::LeaveRunning),
+    ("dynamic_loop", Mode::Kill),
+    ("dynamic_loop", Mode::LeaveRunning),
+    ("threads_tls", Mode::Kill),
+    ("threads_tls", Mode::LeaveRunning),
+    ("avx_regs", Mode::Kill),
+    ("avx_regs", Mode::LeaveRunning),
+    ("signals", Mode::Kill),
+    ("signals", Mode::LeaveRunning),
+    ("fds", Mode::Kill),
+    ("fds", Mode::LeaveRunning),
+    ("pipe_data", Mode::Kill),
+    ("pipe_data", Mode::LeaveRunning),
+    ("sessions", Mode::Kill),
+    ("sessions", Mode::LeaveRunning),
+    ("zombie", Mode::Kill),
+    ("zombie", Mode::LeaveRunning),
+    ("stopped", Mode::Kill),
+    ("stopped", Mode::LeaveRunning),
+    ("maps_sparse", Mode::Kill),
+    ("maps_sparse", Mode::LeaveRunning),
+    ("vdso_rseq", Mode::Kill),
+    ("vdso_rseq", Mode::LeaveRunning),
+    ("file_maps", Mode::Kill),
+    ("file_maps", Mode::LeaveRunning),
+    ("shm_kinds", Mode::Kill),
+    ("shm_kinds", Mode::LeaveRunning),
+    ("brk_heap", Mode::Kill),
+    ("brk_heap", Mode::LeaveRunning),
 ];
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -237,7 +265,12 @@ fn become_subreaper() {
     ONCE.call_once(|| {
         // SAFETY: plain prctl on the calling process.
         let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        );
     });
 }
 
@@ -491,7 +524,11 @@ impl Run {
         let deadline = Instant::now() + READY_TIMEOUT;
         let ready = self.state.join("ready");
         while !ready.exists() {
-            if let Some(st) = self.unshare.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .unshare
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(format!("the program exited before `ready`: unshare {st}"));
             }
             if Instant::now() >= deadline {
@@ -632,7 +669,10 @@ impl Run {
         self.pids.push(pid);
         self.step(format!("restored root: host pid {pid}"));
         if !alive(pid) {
-            return Err(format!("restored root {pid} is not alive (state {:?})", proc_state(pid)));
+            return Err(format!(
+                "restored root {pid} is not alive (state {:?})",
+                proc_state(pid)
+            ));
         }
         Ok(pid)
     }
@@ -659,8 +699,16 @@ impl Run {
         let _ = writeln!(r, "--- program log ({}):", self.log.display());
         let _ = writeln!(r, "{}", tail(&read_lossy(&self.log), 6000));
         for (label, out, err) in &self.stasis_runs {
-            let _ = writeln!(r, "--- stasis {label} stdout:\n{}", tail(&read_lossy(out), 4000));
-            let _ = writeln!(r, "--- stasis {label} stderr:\n{}", tail(&read_lossy(err), 8000));
+            let _ = writeln!(
+                r,
+                "--- stasis {label} stdout:\n{}",
+                tail(&read_lossy(out), 4000)
+            );
+            let _ = writeln!(
+                r,
+                "--- stasis {label} stderr:\n{}",
+                tail(&read_lossy(err), 8000)
+            );
         }
         for &pid in &self.pids {
             if Path::new(&format!("/proc/{pid}")).exists() {
@@ -669,7 +717,9 @@ impl Run {
                 let _ = writeln!(r, "--- processes of tree {pid}:\n{snap}");
             }
         }
-        if !self.stasis_runs.is_empty() && fs::read_dir(&self.img).is_ok_and(|mut d| d.next().is_some()) {
+        if !self.stasis_runs.is_empty()
+            && fs::read_dir(&self.img).is_ok_and(|mut d| d.next().is_some())
+        {
             let _ = writeln!(r, "--- stasis inspect {}:", self.img.display());
             let _ = writeln!(r, "{}", tail(&self.inspect(), 8000));
         }
@@ -797,7 +847,9 @@ fn cr_leave_running(run: &mut Run) -> Result<(), String> {
     }
     let tracer = proc_status_field(pid, "TracerPid");
     if tracer.as_deref() != Some("0") {
-        return Err(format!("original {pid} still traced (TracerPid {tracer:?})"));
+        return Err(format!(
+            "original {pid} still traced (TracerPid {tracer:?})"
+        ));
     }
     if run.state.join("result").exists() {
         return Err("the original wrote a result during the dump".into());
@@ -896,13 +948,20 @@ fn suite_is_consistent() {
     sorted.sort();
     assert_eq!(sorted, on_disk, "PROGRAMS and zdtm/*.c differ");
     for (name, mode) in ENABLED {
-        assert!(listed.contains(name), "ENABLED names unknown program {name}");
+        assert!(
+            listed.contains(name),
+            "ENABLED names unknown program {name}"
+        );
         assert!(
             matches!(mode, Mode::Kill | Mode::LeaveRunning),
             "ENABLED only lists C/R modes"
         );
     }
     for p in PROGRAMS {
-        assert!(!p.corruptions.is_empty(), "{} has no corruption kinds", p.name);
+        assert!(
+            !p.corruptions.is_empty(),
+            "{} has no corruption kinds",
+            p.name
+        );
     }
 }

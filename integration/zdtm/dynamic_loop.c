@@ -105,11 +105,11 @@ int main(int argc, char **argv)
 	file_maps(maps_before, sizeof(maps_before));
 	zdtm_ready();
 
-	while (!zdtm_stopping()) {
+	do { /* at least once, even if SIGTERM came early */
 		struct timespec ts = { 0, 1000000 };
 		mirror = ++counter;
 		nanosleep(&ts, NULL);
-	}
+	} while (!zdtm_stopping());
 
 	if (zdtm_corrupt("pattern"))
 		big[12345] ^= 1;

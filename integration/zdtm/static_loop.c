@@ -48,12 +48,12 @@ int main(int argc, char **argv)
 	at_ready = counter;
 	zdtm_ready();
 
-	while (!zdtm_stopping()) {
+	do { /* at least once, even if SIGTERM came early */
 		struct timespec ts = { 0, 1000000 };
 		counter++;
 		mirror = counter;
 		nanosleep(&ts, NULL); /* EINTR is fine */
-	}
+	} while (!zdtm_stopping());
 
 	if (zdtm_corrupt("pattern"))
 		big[BIG / 2] ^= 0x40;

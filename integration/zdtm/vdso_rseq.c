@@ -97,7 +97,7 @@ int main(int argc, char **argv)
 	last_mono = zdtm_now_ns(CLOCK_MONOTONIC);
 
 	zdtm_ready();
-	while (!zdtm_stopping()) {
+	do { /* at least once, even if SIGTERM came early */
 		struct timespec ts;
 		struct timeval tv;
 		uint64_t m = zdtm_now_ns(CLOCK_MONOTONIC);
@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 			struct timespec s = { 0, 1000000 };
 			nanosleep(&s, NULL);
 		}
-	}
+	} while (!zdtm_stopping());
 
 	if (zdtm_corrupt("rseq"))
 		syscall(SYS_rseq, rseq_area(), reg_len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG);

@@ -58,7 +58,7 @@ pub struct Restored {
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let t0 = Instant::now();
     let (_inv, tree, pages) = image::open_image(&opts.image_dir)?;
-    let mut stages = Stages { init: None, pid_of: HashMap::new(), seized: Vec::new() };
+    let mut stages = Stages { init: None, pid_of: HashMap::new() };
     match stages.run(&tree, &pages, opts) {
         Ok(mut r) => {
             r.restore_us = t0.elapsed().as_micros() as u64;
@@ -74,7 +74,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
 struct Stages {
     init: Option<i32>,
     pid_of: HashMap<i32, i32>,
-    seized: Vec<i32>,
 }
 
 impl Stages {
@@ -137,53 +136,57 @@ impl Stages {
         self.wait_ready(ready_r, tree.tasks.len(), init, opts.timeout.unwrap_or(Duration::from_secs(60)))?;
         fault_point("mid-tree")?;
 
-        // --- seize ---
+        // --- seize, morph, release: on two tracer threads (ptrace belongs to
+        // the thread that seized), all-or-nothing: nobody is released until
+        // every worker has morphed its tasks.
         self.find_tasks(init, tree)?;
-        for t in &tree.tasks {
-            if matches!(t.state, TaskState::Zombie { .. }) {
-                continue;
-            }
-            let pid = self.pid_of[&t.pid];
-            ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL).ctx(|| format!("seize stub {}", t.pid))?;
-            self.seized.push(pid);
-            ptrace::interrupt(pid).ctx(|| format!("interrupt stub {}", t.pid))?;
-            loop {
-                match ptrace::wait(pid).ctx(|| format!("wait for stub {}", t.pid))? {
-                    ptrace::Stop::Stopped { event: ptrace::PTRACE_EVENT_STOP, .. } => break,
-                    ptrace::Stop::Stopped { .. } => ptrace::cont(pid, 0).ctx(|| "resume stub".into())?,
-                    s => return Err(Error::Restore(format!("stub {} died: {s:?}", t.pid))),
-                }
-            }
+        let live: Vec<usize> = (0..tree.tasks.len()).filter(|&i| !matches!(tree.tasks[i].state, TaskState::Zombie { .. })).collect();
+        let workers = live.len().clamp(1, 2);
+        let mut lists: Vec<Vec<usize>> = vec![Vec::new(); workers];
+        for (k, i) in live.into_iter().enumerate() {
+            lists[k % workers].push(i);
         }
-        drop(hold_w);
-
-        // --- morph ---
         let m = morph::Morph { tree, pages, shmem_fd: &plan.shmem_fd, base: plan.base };
-        let mut threads: Vec<(usize, Vec<i32>)> = Vec::new();
+        let barrier = std::sync::Barrier::new(workers);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let pid_of = &self.pid_of;
+        let results: Vec<Result<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = lists
+                .into_iter()
+                .map(|list| {
+                    let (m, barrier, failed) = (&m, &barrier, &failed);
+                    s.spawn(move || {
+                        let mut threads: Vec<(usize, Vec<i32>)> = Vec::new();
+                        let r = seize_and_morph(m, tree, pid_of, &list, &mut threads);
+                        if r.is_err() {
+                            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        barrier.wait();
+                        let pages = r?;
+                        if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                            return Err(Error::Restore("another restore worker failed".into()));
+                        }
+                        fault_point("before-resume")?;
+                        release(tree, &threads)?;
+                        Ok(pages)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Restore("restore worker panicked".into())))).collect()
+        });
+        drop(hold_w);
         let mut restored_pages = 0;
-        for (i, t) in tree.tasks.iter().enumerate() {
-            if matches!(t.state, TaskState::Zombie { .. }) {
-                continue;
+        // Report the first real error (not "another worker failed").
+        let mut errs: Vec<Error> = Vec::new();
+        for r in results {
+            match r {
+                Ok(p) => restored_pages += p,
+                Err(e) => errs.push(e),
             }
-            if i == tree.tasks.len() / 2 {
-                fault_point("mid-memory")?;
-            }
-            let tids = m.morph(t, self.pid_of[&t.pid])?;
-            restored_pages += t.mm.as_ref().map(|mm| mm.vmas.iter().flat_map(|v| &v.pages).map(|r| r.npages).sum::<u64>()).unwrap_or(0);
-            threads.push((i, tids));
         }
-        fault_point("before-resume")?;
-
-        // --- release ---
-        for (i, tids) in &threads {
-            let t = &tree.tasks[*i];
-            for (k, &tid) in tids.iter().enumerate() {
-                let sig = match t.state {
-                    TaskState::Stopped { signal } if k == 0 => signal,
-                    _ => 0,
-                };
-                ptrace::detach(tid, sig).ctx(|| format!("release task {}", t.pid))?;
-            }
+        if !errs.is_empty() {
+            let i = errs.iter().position(|e| !e.to_string().contains("another restore worker")).unwrap_or(0);
+            return Err(errs.swap_remove(i));
         }
         let root_pid = self.pid_of[&tree.root];
         self.init = None;
@@ -317,7 +320,7 @@ pub fn container_stub_main(image_dir: &std::path::Path, ready_fd: i32, hold_fd: 
 pub fn restore_attached(opts: &RestoreOptions, init: i32, ready: OwnedFd, hold: OwnedFd) -> Result<Restored> {
     let t0 = Instant::now();
     let (_inv, tree, pages) = image::open_image(&opts.image_dir)?;
-    let mut stages = Stages { init: Some(init), pid_of: HashMap::new(), seized: Vec::new() };
+    let mut stages = Stages { init: Some(init), pid_of: HashMap::new() };
     let plan = make_plan(&tree, &pages, vec![None; tree.files.len()])?;
     match stages.attach(&tree, &pages, &plan, init, ready, hold, opts) {
         Ok(mut r) => {
@@ -329,6 +332,59 @@ pub fn restore_attached(opts: &RestoreOptions, init: i32, ready: OwnedFd, hold: 
             Err(e)
         }
     }
+}
+
+/// Seizes the stubs of `list` (task indexes) and morphs them; returns the
+/// number of pages restored and fills `threads` with their host tids.
+fn seize_and_morph(
+    m: &morph::Morph,
+    tree: &TreeImage,
+    pid_of: &HashMap<i32, i32>,
+    list: &[usize],
+    threads: &mut Vec<(usize, Vec<i32>)>,
+) -> Result<u64> {
+    for &i in list {
+        let t = &tree.tasks[i];
+        let pid = pid_of[&t.pid];
+        ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL).ctx(|| format!("seize stub {}", t.pid))?;
+        ptrace::interrupt(pid).ctx(|| format!("interrupt stub {}", t.pid))?;
+    }
+    for &i in list {
+        let t = &tree.tasks[i];
+        let pid = pid_of[&t.pid];
+        loop {
+            match ptrace::wait(pid).ctx(|| format!("wait for stub {}", t.pid))? {
+                ptrace::Stop::Stopped { event: ptrace::PTRACE_EVENT_STOP, .. } => break,
+                ptrace::Stop::Stopped { .. } => ptrace::cont(pid, 0).ctx(|| "resume stub".into())?,
+                s => return Err(Error::Restore(format!("stub {} died: {s:?}", t.pid))),
+            }
+        }
+    }
+    let mut pages = 0;
+    for (k, &i) in list.iter().enumerate() {
+        if k == list.len() / 2 {
+            fault_point("mid-memory")?;
+        }
+        let t = &tree.tasks[i];
+        threads.push((i, m.morph(t, pid_of[&t.pid])?));
+        pages += t.mm.as_ref().map(|mm| mm.vmas.iter().flat_map(|v| &v.pages).map(|r| r.npages).sum::<u64>()).unwrap_or(0);
+    }
+    Ok(pages)
+}
+
+/// Lets the morphed tasks run: stopped ones are re-stopped with their signal.
+fn release(tree: &TreeImage, threads: &[(usize, Vec<i32>)]) -> Result<()> {
+    for (i, tids) in threads {
+        let t = &tree.tasks[*i];
+        for (k, &tid) in tids.iter().enumerate() {
+            let sig = match t.state {
+                TaskState::Stopped { signal } if k == 0 => signal,
+                _ => 0,
+            };
+            ptrace::detach(tid, sig).ctx(|| format!("release task {}", t.pid))?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts a copy of `fd` at number `at` (not close-on-exec); returns `at`.

@@ -18,6 +18,8 @@ use crate::sys::inject::{find_syscall_insn, Remote};
 use crate::sys::ptrace::{self, Stop};
 
 const SCRATCH_LEN: u64 = 64 << 10;
+/// End of the x86_64 user address space (4-level paging).
+const TASK_TOP: u64 = 0x7fff_ffff_f000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
@@ -116,12 +118,14 @@ impl Morph<'_> {
             r.call(libc::SYS_rseq, &[rs.ptr, rs.size as u64, RSEQ_FLAG_UNREGISTER, rs.signature as u64])
                 .map_err(e("unregister stub rseq"))?;
         }
+        // Two range unmaps cover everything below and above the vdso block
+        // (holes inside a range are fine; [vsyscall] lies above user space).
         let keep = cur.span();
-        for m in &maps {
-            if overlaps((m.start, m.end), keep) || m.path == "[vsyscall]" {
-                continue;
+        let lowest = maps.iter().map(|m| m.start).min().unwrap_or(keep.0).min(keep.0);
+        for (s, e2) in [(lowest, keep.0), (keep.1, TASK_TOP)] {
+            if e2 > s {
+                r.call(libc::SYS_munmap, &[s, e2 - s]).map_err(e("unmap stub memory"))?;
             }
-            r.call(libc::SYS_munmap, &[m.start, m.end - m.start]).map_err(e("unmap stub memory"))?;
         }
 
         // 2. Move the vdso block (all three pieces by one delta), via a hole if needed.
@@ -144,14 +148,13 @@ impl Morph<'_> {
         let mut opened: HashMap<(String, bool), u64> = HashMap::new();
         for v in &mm.vmas {
             self.map_vma(&mut r, scratch, v, &mut opened).map_err(|x| err(vpid, &format!("map {:#x}-{:#x}", v.start, v.end), x))?;
-        }
-        let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of {vpid}"))?;
-        for v in &mm.vmas {
-            for run in &v.pages {
-                let bytes = self.pages.get(&run.data)?;
-                mem.write_all_at(bytes, run.addr).ctx(|| format!("fill memory of {vpid} at {:#x}", run.addr))?;
+            // Hints first, so a huge-page VMA is filled with huge pages.
+            for &adv in &v.madvise {
+                r.call(libc::SYS_madvise, &[v.start, v.end - v.start, adv as u64]).map_err(e("madvise"))?;
             }
         }
+        let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of {vpid}"))?;
+        self.fill(pid, &mem, &mm.vmas)?;
 
         // 5. mm fields (brk, arg/env, auxv, exe), then close helper fds.
         let exe_fd = open_in(&mut r, scratch, &mm.exe, libc::O_RDONLY).map_err(e("open executable"))?;
@@ -172,11 +175,6 @@ impl Morph<'_> {
             r.call(libc::SYS_close, &[fd]).map_err(e("close helper fd"))?;
         }
         r.call(libc::SYS_close_range, &[self.base as u64, u32::MAX as u64, 0]).map_err(e("close staging fds"))?;
-        for v in &mm.vmas {
-            for &adv in &v.madvise {
-                r.call(libc::SYS_madvise, &[v.start, v.end - v.start, adv as u64]).map_err(e("madvise"))?;
-            }
-        }
 
         // 6. Signals queued by the stub phase (SIGCHLD of zombies) go; the dumped ones come back.
         drain_signals(&mut r, scratch).map_err(e("drain stub signals"))?;
@@ -239,6 +237,40 @@ impl Morph<'_> {
             }
         }
         Ok(tids)
+    }
+
+    /// Writes every dumped page into the task, on two threads: each run is
+    /// checksum-verified, then copied with `process_vm_writev` (or through
+    /// `/proc/pid/mem`, which may write into read-only private mappings).
+    fn fill(&self, pid: i32, mem: &File, vmas: &[Vma]) -> Result<()> {
+        let mut runs: Vec<(&crate::model::PageRun, bool)> =
+            vmas.iter().flat_map(|v| v.pages.iter().map(move |r| (r, v.prot & libc::PROT_WRITE != 0))).collect();
+        runs.sort_by_key(|(r, _)| std::cmp::Reverse(r.data.len));
+        let mut halves: [(u64, Vec<(&crate::model::PageRun, bool)>); 2] = [(0, Vec::new()), (0, Vec::new())];
+        for x in runs {
+            let h = if halves[0].0 <= halves[1].0 { 0 } else { 1 };
+            halves[h].0 += x.0.data.len;
+            halves[h].1.push(x);
+        }
+        let work = |list: Vec<(&crate::model::PageRun, bool)>| -> Result<()> {
+            for (run, writable) in list {
+                let bytes = self.pages.get_unchecked_sum(&run.data)?;
+                crate::sys::populate_read(bytes);
+                if xxhash_rust::xxh3::xxh3_64(bytes) != run.data.xxh3 {
+                    return Err(Error::Restore(format!("pages.img: checksum mismatch for memory at {:#x} (image corrupt)", run.addr)));
+                }
+                let r = if writable { crate::sys::vm_write(pid, run.addr, bytes) } else { mem.write_all_at(bytes, run.addr) };
+                r.ctx(|| format!("fill memory at {:#x}", run.addr))?;
+            }
+            Ok(())
+        };
+        let [(_, a), (_, b)] = halves;
+        std::thread::scope(|s| {
+            let h = s.spawn(|| work(b));
+            let ra = work(a);
+            let rb = h.join().unwrap_or_else(|_| Err(Error::Restore("fill worker panicked".into())));
+            ra.and(rb)
+        })
     }
 
     fn map_vma(&self, r: &mut Remote, scratch: u64, v: &Vma, opened: &mut HashMap<(String, bool), u64>) -> std::io::Result<()> {

@@ -403,3 +403,29 @@ pub fn shm_fill(id: i32, data: &[(u64, Vec<u8>)], uid: u32, gid: u32, mode: u32)
     }
     Ok(())
 }
+
+/// Writes `buf` at `addr` of process `pid` with `process_vm_writev`
+/// (the remote range must be writable).
+pub fn vm_write(pid: i32, addr: u64, buf: &[u8]) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let local = libc::iovec { iov_base: buf[done..].as_ptr() as *mut libc::c_void, iov_len: buf.len() - done };
+        let remote = libc::iovec { iov_base: (addr + done as u64) as *mut libc::c_void, iov_len: buf.len() - done };
+        // SAFETY: `local` points into `buf`, valid for reads of `iov_len`
+        // bytes; the remote iovec is only interpreted by the kernel.
+        let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            return Err(if n < 0 { io::Error::last_os_error() } else { io::Error::other("short write") });
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Faults in the pages of `bytes` (a slice of a file mapping) in one call.
+pub fn populate_read(bytes: &[u8]) {
+    let start = bytes.as_ptr() as usize & !4095;
+    let len = bytes.as_ptr() as usize + bytes.len() - start;
+    // SAFETY: advice on a range of our own mapping; it changes no contents.
+    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
+}
