@@ -44,6 +44,9 @@ pub struct DumpOptions {
     pub copy_threads: usize,
     /// Freeze this cgroup while seizing (a container's); `None` for a bare tree.
     pub freezer: Option<crate::freezer::Freezer>,
+    /// With `leave_running`: copy memory while the tree runs and freeze it
+    /// only to copy what it wrote meanwhile.
+    pub pre_copy: bool,
 }
 
 /// Figures of one dump, for `stats-dump` and logs.
@@ -57,6 +60,8 @@ pub struct DumpStats {
     pub memdump_us: u64,
     pub memwrite_us: u64,
     pub pages_scanned: u64,
+    /// Named phases with their end time since the start of the frozen pass (us).
+    pub phases: Vec<(&'static str, u64)>,
 }
 
 /// Files a dump creates in the image directory.
@@ -64,29 +69,44 @@ const OUTPUTS: [&str; 3] = ["pages.img", "tree.img", "inventory.img"];
 
 /// Checkpoints the tree rooted at host pid `root`.
 pub fn dump(root: i32, opts: &DumpOptions) -> Result<DumpStats> {
+    let w = PagesWriter::create(&opts.image_dir)?;
+    let r = dump_with(root, opts, &w);
+    if r.is_err() {
+        remove_outputs(&opts.image_dir);
+    }
+    r
+}
+
+fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats> {
+    // Leave-running: copy memory while the tree runs first (best effort:
+    // without it the frozen pass simply copies everything).
+    let mut pre = if opts.leave_running && opts.pre_copy {
+        crate::precopy::PreCopy::run(root, opts.freezer.clone(), w, opts.copy_threads).ok()
+    } else {
+        None
+    };
+    if let Some(p) = &mut pre {
+        p.snapshot_flags();
+    }
     let t0 = Instant::now();
     let seized = Seized::collect(root, opts.freezer.clone())?;
+    let seized_us = t0.elapsed().as_micros() as u64;
     fault_point("after-seize")?;
-    match dump_seized(&seized, opts, t0) {
-        Ok(mut stats) => {
-            if opts.leave_running {
-                seized.release();
-            } else {
-                if let Err(e) = fault_point("before-kill") {
-                    remove_outputs(&opts.image_dir);
-                    return Err(e);
-                }
-                seized.kill();
-            }
-            stats.frozen_us = t0.elapsed().as_micros() as u64;
-            Ok(stats)
-        }
-        Err(e) => {
-            remove_outputs(&opts.image_dir);
-            drop(seized);
-            Err(e)
-        }
+    let (mut tree, mut copier, mut stats) = collect(&seized, opts, w, pre.as_ref(), t0)?;
+    stats.phases.insert(0, ("seize", seized_us));
+    if opts.leave_running {
+        // Everything is copied: the tree may run while we write metadata.
+        seized.release();
+        stats.frozen_us = t0.elapsed().as_micros() as u64;
+        finish(&mut tree, &mut copier, w, opts)?;
+    } else {
+        finish(&mut tree, &mut copier, w, opts)?;
+        fault_point("before-kill")?;
+        seized.kill();
+        stats.frozen_us = t0.elapsed().as_micros() as u64;
     }
+    drop(pre);
+    Ok(stats)
 }
 
 fn remove_outputs(dir: &Path) {
@@ -119,9 +139,15 @@ impl Ids {
     }
 }
 
-fn dump_seized(seized: &Seized, opts: &DumpOptions, t0: Instant) -> Result<DumpStats> {
+/// Everything read while the tree is held: metadata and all page data.
+fn collect(
+    seized: &Seized,
+    opts: &DumpOptions,
+    w: &PagesWriter,
+    pre: Option<&crate::precopy::PreCopy>,
+    t0: Instant,
+) -> Result<(TreeImage, Copier, DumpStats)> {
     let ids = Ids::new(seized)?;
-    let w = PagesWriter::create(&opts.image_dir)?;
     let mut copier = Copier::default();
     let mut files = FileTable::default();
     let mut shm = ShmemTable::default();
@@ -130,7 +156,7 @@ fn dump_seized(seized: &Seized, opts: &DumpOptions, t0: Instant) -> Result<DumpS
     let mut vdso_sum = None;
     for (i, st) in seized.tasks.iter().enumerate() {
         let ppid = if i == 0 { 0 } else { ids.vpid.get(&st.status.ppid).copied().unwrap_or(0) };
-        let t = dump_task(st, ppid, &ids, &mut files, &mut shm, &w, &mut copier, &mut vdso_sum)?;
+        let t = dump_task(st, ppid, &ids, &mut files, &mut shm, w, &mut copier, &mut vdso_sum, pre)?;
         stats.threads += t.threads.len();
         tasks.push(t);
         if i == seized.tasks.len() / 2 {
@@ -147,12 +173,19 @@ fn dump_seized(seized: &Seized, opts: &DumpOptions, t0: Instant) -> Result<DumpS
             t.sid = 0;
         }
     }
-    files.finish_pipes(&w, &mut copier)?;
-    shm.dump_sysv(seized.tasks[0].pid, opts.own_ipc_ns, &w, &mut copier)?;
+    stats.phases.push(("tasks", t0.elapsed().as_micros() as u64));
+    files.finish_pipes(w, &mut copier)?;
+    shm.dump_sysv(seized.tasks[0].pid, opts.own_ipc_ns, w, &mut copier)?;
+    stats.phases.push(("shared", t0.elapsed().as_micros() as u64));
     fault_point("mid-memory")?;
     let t1 = Instant::now();
     stats.memdump_us = (t1 - t0).as_micros() as u64;
-    let sums = copier.run(&w, opts.copy_threads)?;
+    let copied: u64 = copier.jobs.iter().map(|j| j.len).sum();
+    let sums = copier.run(w, opts.copy_threads)?;
+    stats.memwrite_us = t1.elapsed().as_micros() as u64;
+    stats.phases.push(("copy", t0.elapsed().as_micros() as u64));
+    stats.pages_bytes = copied;
+    stats.pages_scanned = copied / 4096;
     for t in &mut tasks {
         if let Some(mm) = &mut t.mm {
             memory::fill_sums(&mut mm.vmas, &sums);
@@ -160,10 +193,6 @@ fn dump_seized(seized: &Seized, opts: &DumpOptions, t0: Instant) -> Result<DumpS
     }
     files.fill_sums(&sums);
     shm.fill_sums(&sums);
-    stats.pages_bytes = w.reserved_end().saturating_sub(image::PAGE_SIZE);
-    stats.pages_scanned = stats.pages_bytes / 4096;
-    let pages_len = w.finish()?;
-    stats.memwrite_us = t1.elapsed().as_micros() as u64;
     let tree = TreeImage {
         root: tasks[0].pid,
         tasks,
@@ -172,12 +201,29 @@ fn dump_seized(seized: &Seized, opts: &DumpOptions, t0: Instant) -> Result<DumpS
         vdso_xxh3: vdso_sum,
         host: host_info(),
     };
-    crate::validate::validate(&tree, pages_len)?;
+    Ok((tree, copier, stats))
+}
+
+/// Completes and writes the image: checksums of reused pre-copied pieces,
+/// validation, `tree.img`, then `inventory.img` last.
+fn finish(tree: &mut TreeImage, copier: &mut Copier, w: &PagesWriter, opts: &DumpOptions) -> Result<()> {
+    let sums = copier.rehash_sums(w)?;
+    if !sums.is_empty() {
+        for t in &mut tree.tasks {
+            if let Some(mm) = &mut t.mm {
+                memory::fill_sums(&mut mm.vmas, &sums);
+            }
+        }
+    }
+    let pages_len = w.reserved_end().saturating_sub(image::PAGE_SIZE);
+    w.file().set_len(w.reserved_end()).ctx(|| "size pages.img".into())?;
+    crate::validate::validate(tree, pages_len)?;
     fault_point("write-image")?;
-    let tree_sum = image::write_meta(&opts.image_dir, MetaKind::Tree, &tree)?;
-    let inv = Inventory::new(&tree, tree_sum, pages_len, None);
+    let pages_len = w.finish()?;
+    let tree_sum = image::write_meta(&opts.image_dir, MetaKind::Tree, &*tree)?;
+    let inv = Inventory::new(tree, tree_sum, pages_len, None);
     image::write_meta(&opts.image_dir, MetaKind::Inventory, &inv)?;
-    Ok(stats)
+    Ok(())
 }
 
 fn host_info() -> HostInfo {
@@ -195,6 +241,7 @@ fn dump_task(
     w: &PagesWriter,
     copier: &mut Copier,
     vdso_sum: &mut Option<u64>,
+    pre: Option<&crate::precopy::PreCopy>,
 ) -> Result<TaskImage> {
     let pid = st.pid;
     let s = &st.status;
@@ -234,7 +281,11 @@ fn dump_task(
         t.state = TaskState::Stopped { signal: libc::SIGSTOP };
     }
     let stat = proc::Stat::read(&format!("/proc/{pid}/stat")).ctx(|| format!("read stat of {vpid}"))?;
-    let maps = proc::smaps(pid).ctx(|| format!("read mappings of {vpid}"))?;
+    let maps = match pre {
+        Some(p) => p.maps(pid),
+        None => proc::smaps(pid),
+    }
+    .ctx(|| format!("read mappings of {vpid}"))?;
     let vdso = maps
         .iter()
         .find(|m| m.path == "[vdso]")
@@ -273,7 +324,7 @@ fn dump_task(
     t.oom_score_adj = task::read_num(&format!("/proc/{pid}/oom_score_adj")) as i32;
     let root_prefix = "/";
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ctx(|| format!("read exe of {vpid}"))?;
-    let vmas = memory::dump_vmas(pid, vpid, &maps, root_prefix, shm, w, copier)?;
+    let vmas = memory::dump_vmas(pid, vpid, &maps, root_prefix, shm, w, copier, pre)?;
     t.mm = Some(MmImage {
         vmas,
         start_code: stat.start_code,

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{fault_point, Context, Error, Result};
 use crate::image::PagesWriter;
 use crate::memory::{Copier, Source};
 use crate::model::{FdImage, FileImage, FileKind};
@@ -64,7 +64,12 @@ impl FileTable {
         copier: &mut Copier,
     ) -> Result<Vec<FdImage>> {
         let mut out = Vec::new();
-        for fd in proc::fds(pid).ctx(|| format!("list fds of task {vpid}"))? {
+        let fds = proc::fds(pid).ctx(|| format!("list fds of task {vpid}"))?;
+        let half = fds.len() / 2;
+        for (k, fd) in fds.into_iter().enumerate() {
+            if k == half {
+                fault_point("mid-fd")?;
+            }
             let fdpath = format!("/proc/{pid}/fd/{fd}");
             let link = match std::fs::read_link(&fdpath) {
                 Ok(l) => l.to_string_lossy().into_owned(),

@@ -220,7 +220,11 @@ fn create_file(dir: &Path, name: &str) -> Result<File, ImageError> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir.join(name))
-        .map_err(|e| io_err(name, "create", e))?;
+        .map_err(|e| match std::fs::symlink_metadata(dir.join(name)) {
+            // O_EXCL reports a planted link as EEXIST: name it for what it is.
+            Ok(m) if m.file_type().is_symlink() => ImageError::Symlink { file: name.into() },
+            _ => io_err(name, "create", e),
+        })?;
     // The umask may have taken bits away; make the mode exact.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| io_err(name, "chmod", e))?;
@@ -585,7 +589,20 @@ pub struct PagesWriter {
 }
 
 impl PagesWriter {
+    /// Creates pages.img, the first file of a dump. Refuses a directory that
+    /// already holds any image file (or a link planted in its place): a dump
+    /// never overwrites, and never removes, what it did not create.
     pub fn create(dir: &Path) -> Result<Self, ImageError> {
+        for name in [MetaKind::Tree.file_name(), MetaKind::Inventory.file_name()] {
+            match std::fs::symlink_metadata(dir.join(name)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(ImageError::Symlink { file: name.into() })
+                }
+                Ok(_) => return Err(ImageError::Exists { file: name.into() }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(name, "stat", e)),
+            }
+        }
         let file = create_file(dir, PAGES_FILE)?;
         // A zero header until finish(): an unfinished file has a bad magic.
         file.set_len(PAGE_SIZE)
@@ -630,7 +647,7 @@ impl PagesWriter {
     /// fsync would dominate the dump; CRIU does not either): the metadata
     /// files are, and every blob's checksum is verified on restore, so pages
     /// lost to a crash make the image refused, never silently wrong.
-    pub fn finish(self) -> Result<u64, ImageError> {
+    pub fn finish(&self) -> Result<u64, ImageError> {
         if self.overflow.load(Ordering::Relaxed) {
             return Err(ImageError::PagesOverflow);
         }
@@ -872,6 +889,7 @@ mod tests {
     use super::*;
     use crate::validate::tests::{sample_tree, PAGES_LEN};
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
 
     /// A unique temp directory, removed on drop.
     struct Tmp(PathBuf);
@@ -1063,8 +1081,9 @@ mod tests {
         // Writing through the link neither follows nor replaces it.
         assert!(matches!(
             write_meta(&d.0, MetaKind::Tree, &sample_tree()),
-            Err(ImageError::Exists { .. })
+            Err(ImageError::Symlink { .. })
         ));
+        assert_eq!(std::fs::read(&target).unwrap(), tree_bytes());
         let dangling = Tmp::new("dangling");
         std::os::unix::fs::symlink(dangling.0.join("nowhere"), dangling.0.join("tree.img"))
             .unwrap();
@@ -1224,6 +1243,48 @@ mod tests {
                 ..b
             })
             .is_ok());
+    }
+
+    #[test]
+    fn dump_outputs_are_private_and_never_overwritten() {
+        let d = Tmp::new("outputs");
+        let (_, len) = write_pages(&d.0, &[vec![3; 100]]);
+        let tree = sample_tree();
+        let sum = write_meta(&d.0, MetaKind::Tree, &tree).unwrap();
+        write_meta(&d.0, MetaKind::Inventory, &Inventory::new(&tree, sum, len, None)).unwrap();
+        for f in [PAGES_FILE, "tree.img", "inventory.img"] {
+            let md = std::fs::symlink_metadata(d.0.join(f)).unwrap();
+            assert!(md.file_type().is_file(), "{f}");
+            assert_eq!(md.mode() & 0o7777, 0o600, "{f}");
+        }
+        assert_eq!(std::fs::metadata(&d.0).unwrap().mode() & 0o7777, 0o700);
+        // Each existing file alone makes a new dump refuse to start, and
+        // nothing already there is changed.
+        for f in [PAGES_FILE, "tree.img", "inventory.img"] {
+            let e = Tmp::new("exists");
+            put(&e.0, f, b"precious");
+            let err = PagesWriter::create(&e.0).unwrap_err();
+            assert!(matches!(err, ImageError::Exists { .. }), "{f}: {err}");
+            assert_eq!(err.to_string(), format!("{f}: already exists (refusing to overwrite)"));
+            assert_eq!(std::fs::read(e.0.join(f)).unwrap(), b"precious");
+            let names: Vec<_> = std::fs::read_dir(&e.0).unwrap().map(|x| x.unwrap().file_name()).collect();
+            assert_eq!(names, [std::ffi::OsString::from(f)], "{f}");
+        }
+        // A planted link, dangling or not, is neither followed nor replaced.
+        let target = Tmp::new("target");
+        for f in [PAGES_FILE, "tree.img", "inventory.img"] {
+            for to in [target.0.join("victim"), target.0.join("nowhere")] {
+                let e = Tmp::new("link");
+                std::fs::write(target.0.join("victim"), b"victim").unwrap();
+                std::os::unix::fs::symlink(&to, e.0.join(f)).unwrap();
+                let err = PagesWriter::create(&e.0).unwrap_err();
+                assert!(matches!(err, ImageError::Symlink { .. }), "{f}: {err}");
+                assert_eq!(err.to_string(), format!("{f}: is a symbolic link (refused)"));
+                assert_eq!(std::fs::read(target.0.join("victim")).unwrap(), b"victim");
+                assert!(!target.0.join("nowhere").exists());
+                assert!(std::fs::symlink_metadata(e.0.join(f)).unwrap().file_type().is_symlink());
+            }
+        }
     }
 
     #[test]

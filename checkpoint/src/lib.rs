@@ -16,6 +16,7 @@ pub mod image;
 pub mod inspect;
 mod memory;
 pub mod model;
+mod precopy;
 pub mod proc;
 pub mod restore;
 mod seize;

@@ -42,6 +42,9 @@ pub struct CopyJob {
 #[derive(Default)]
 pub struct Copier {
     pub jobs: Vec<CopyJob>,
+    /// Blobs (offset, length) already in the file whose checksum must be
+    /// computed from it (pieces of pre-copied runs).
+    pub rehash: Vec<(u64, u64)>,
 }
 
 impl Copier {
@@ -57,14 +60,15 @@ impl Copier {
     /// `process_vm_readv` into a reused per-worker buffer and written with
     /// `pwrite`: measured here, that beats writing through a fresh shared
     /// mapping of the image (one page fault per page) by 2-10x.
-    pub fn run(self, w: &PagesWriter, threads: usize) -> Result<HashMap<u64, u64>> {
+    pub fn run(&mut self, w: &PagesWriter, threads: usize) -> Result<HashMap<u64, u64>> {
         let total = w.reserved_end();
         let file: &File = w.file();
         file.set_len(total).ctx(|| "size pages.img".into())?;
-        if self.jobs.is_empty() {
+        let all = std::mem::take(&mut self.jobs);
+        if all.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut jobs: Vec<&CopyJob> = self.jobs.iter().collect();
+        let mut jobs: Vec<&CopyJob> = all.iter().collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.len));
         let threads = threads.clamp(1, 8);
         let mut buckets: Vec<(u64, Vec<&CopyJob>)> = (0..threads).map(|_| (0, Vec::new())).collect();
@@ -94,6 +98,26 @@ impl Copier {
 }
 
 const BUF_LEN: usize = 8 << 20;
+
+impl Copier {
+    /// Checksums of the blobs listed in `rehash`, read back from the file.
+    pub fn rehash_sums(&mut self, w: &PagesWriter) -> Result<HashMap<u64, u64>> {
+        let mut out = HashMap::new();
+        let mut buf = vec![0u8; BUF_LEN];
+        for (off, len) in std::mem::take(&mut self.rehash) {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(BUF_LEN as u64) as usize;
+                w.file().read_exact_at(&mut buf[..n], off + done).ctx(|| "read back pages.img".into())?;
+                h.update(&buf[..n]);
+                done += n as u64;
+            }
+            out.insert(off, h.digest());
+        }
+        Ok(out)
+    }
+}
 
 fn copy_one(file: &File, buf: &mut [u8], j: &CopyJob) -> Result<(u64, u64)> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -153,6 +177,7 @@ pub fn dump_vmas(
     shm: &mut ShmemTable,
     w: &PagesWriter,
     copier: &mut Copier,
+    pre: Option<&crate::precopy::PreCopy>,
 ) -> Result<Vec<Vma>> {
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).ctx(|| format!("open pagemap of task {vpid}"))?;
     let mut out = Vec::with_capacity(maps.len());
@@ -196,6 +221,13 @@ pub fn dump_vmas(
         };
         let private_data = !m.shared() && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });
         if private_data {
+            if let Some(p) = pre {
+                if let Some(pages) = p.vma_pages(pid, &pagemap, m, w, copier)? {
+                    vma.pages = pages;
+                    out.push(vma);
+                    continue;
+                }
+            }
             let mut ranges = Vec::new();
             sys::pagemap_scan(pagemap.as_fd(), m.start, m.end, ScanQuery::DUMPABLE, &mut ranges)
                 .ctx(|| format!("scan pages of task {vpid} at {:#x}", m.start))?;

@@ -219,6 +219,14 @@ pub fn smaps(pid: i32) -> io::Result<Vec<MapEntry>> {
     Ok(out)
 }
 
+/// VMAs from `/proc/<pid>/maps`: like [`smaps`] but without `VmFlags`, and
+/// cheap (smaps walks every page table to count RSS: ~20 ms per 2 GiB).
+pub fn maps(pid: i32) -> io::Result<Vec<MapEntry>> {
+    let path = format!("/proc/{pid}/maps");
+    let text = fs::read_to_string(&path)?;
+    text.lines().map(|l| parse_map_line(l).ok_or_else(|| bad("maps", &path))).collect()
+}
+
 /// Thread ids of process `pid`.
 pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
     let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))?

@@ -83,6 +83,7 @@ impl Seized {
         let was_frozen = fz.is_frozen().ctx(|| format!("read freezer state of {}", fz.dir().display()))?;
         fz.freeze().ctx(|| format!("freeze {}", fz.dir().display()))?;
         let mut seized = Seized { tasks: Vec::new(), released: false, freezer: Some(fz), was_frozen };
+        crate::error::fault_point("after-freeze")?;
         let mut queue: VecDeque<i32> = VecDeque::from([root]);
         while let Some(pid) = queue.pop_front() {
             let status = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of task {pid}"))?;

@@ -97,7 +97,6 @@ impl Stages {
         ];
         drop(ready_w);
         drop(hold_r);
-        fault_point("after-namespaces")?;
         let mut flags = libc::CLONE_NEWPID as u64;
         if has_sysv(tree) {
             flags |= libc::CLONE_NEWIPC as u64;
@@ -114,6 +113,7 @@ impl Stages {
             // Our copies of the staged control fds; the stubs keep theirs.
             let _ = nix::unistd::close(fd);
         }
+        fault_point("after-namespaces")?;
         self.attach(tree, pages, &plan, init, ready_r, hold_w, opts)
     }
 

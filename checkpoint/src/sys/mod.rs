@@ -429,3 +429,76 @@ pub fn populate_read(bytes: &[u8]) {
     // SAFETY: advice on a range of our own mapping; it changes no contents.
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
 }
+
+// --- userfaultfd write-protect tracking ----------------------------------------
+
+pub const UFFD_USER_MODE_ONLY: u64 = 1;
+const UFFD_API: u64 = 0xAA;
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+const UFFDIO_API: libc::c_ulong = 0xC018_AA3F; // _IOWR(0xAA, 0x3F, struct uffdio_api)
+const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00; // _IOWR(0xAA, 0x00, struct uffdio_register)
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+
+/// Enables asynchronous write-protect tracking on a fresh userfaultfd:
+/// writes to protected pages are resolved by the kernel itself (no fault is
+/// delivered to us), which only clears the page's "protected" bit, so
+/// `PAGEMAP_SCAN` can later report it as written.
+pub fn uffd_enable_wp_async(uffd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut api: [u64; 3] = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
+    // SAFETY: UFFDIO_API reads and writes one struct uffdio_api (3 u64).
+    if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers `[start, end)` of the uffd's process for write-protect tracking.
+pub fn uffd_register_wp(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
+    let mut reg: [u64; 4] = [start, end - start, UFFDIO_REGISTER_MODE_WP, 0];
+    // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register (4 u64).
+    if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, reg.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One region reported by [`pagemap_scan_regions`], with its categories.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// `PAGEMAP_SCAN` returning every region that has at least one of `anyof`,
+/// with all the categories in `ret` reported (regions split where they differ).
+pub fn pagemap_scan_regions(pagemap: BorrowedFd<'_>, start: u64, end: u64, anyof: u64, ret: u64, flags: u64) -> io::Result<Vec<ScanRegion>> {
+    let mut regions = vec![PageRegion::default(); 1024];
+    let mut out = Vec::new();
+    let mut cur = start;
+    while cur < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags,
+            start: cur,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_anyof_mask: anyof,
+            return_mask: ret,
+            ..Default::default()
+        };
+        // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points to
+        // `regions`, valid for `vec_len` entries for the whole call.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.extend(regions[..n as usize].iter().map(|r| ScanRegion { start: r.start, end: r.end, categories: r.categories }));
+        if arg.walk_end <= cur {
+            break;
+        }
+        cur = arg.walk_end;
+    }
+    Ok(out)
+}

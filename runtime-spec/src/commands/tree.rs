@@ -15,6 +15,7 @@ pub fn dump(global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
         own_ipc_ns: false,
         copy_threads: 2,
         freezer: None,
+        pre_copy: true,
     };
     let st = stasis_checkpoint::dump(opts.pid, &dopts).with_context(|| format!("dump process tree {}", opts.pid))?;
     if global.debug {
@@ -22,6 +23,7 @@ pub fn dump(global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
             "dumped {} tasks, {} threads, {} bytes of pages; frozen {} us (collect {} us, copy {} us)",
             st.tasks, st.threads, st.pages_bytes, st.frozen_us, st.memdump_us, st.memwrite_us
         );
+        eprintln!("phases (us since freeze): {:?}", st.phases);
     }
     Ok(0)
 }
