@@ -24,7 +24,7 @@ use crate::error::{fault_point, Context, Error, Result};
 use crate::files::FileTable;
 use crate::image::{self, Inventory, MetaKind, PagesWriter};
 use crate::memory::{self, Copier};
-use crate::model::{HostInfo, MmImage, TaskImage, TaskState, TreeImage};
+use crate::model::{HostInfo, MmImage, PreDumpImage, TaskImage, TaskState, TreeImage};
 use crate::proc;
 use crate::seize::{Seized, SeizedTask};
 use crate::shmem::ShmemTable;
@@ -47,6 +47,10 @@ pub struct DumpOptions {
     /// With `leave_running`: copy memory while the tree runs and freeze it
     /// only to copy what it wrote meanwhile.
     pub pre_copy: bool,
+    /// Memory only, tree left running, write trackers left in place.
+    pub pre_dump: bool,
+    /// A pre-dump this dump builds on, relative to `image_dir`.
+    pub parent: Option<String>,
 }
 
 /// Figures of one dump, for `stats-dump` and logs.
@@ -78,12 +82,32 @@ pub fn dump(root: i32, opts: &DumpOptions) -> Result<DumpStats> {
 }
 
 fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats> {
+    // An incremental dump: the parent pre-dump's index and pages.
+    let (parent, parents) = match &opts.parent {
+        Some(rel) => {
+            let dir = image::parent_dir(&opts.image_dir, rel)?;
+            let pinv: Inventory = image::read_meta(&dir, MetaKind::Inventory)?;
+            if !pinv.pre_dump {
+                return Err(Error::Image(image::ImageError::Invalid(format!("{} is not a pre-dump", dir.display()))));
+            }
+            let pre: PreDumpImage = image::read_meta(&dir, MetaKind::PreDump)?;
+            let mut readers = vec![image::PagesReader::open(&dir)?];
+            readers.extend(image::open_parents(&dir, &pinv)?);
+            (Some(pre), readers)
+        }
+        None => (None, Vec::new()),
+    };
+    if opts.pre_dump {
+        return pre_dump(root, opts, w, parent.as_ref(), &parents);
+    }
     // Leave-running: copy memory while the tree runs first (best effort:
     // without it the frozen pass simply copies everything).
-    let mut pre = if opts.leave_running && opts.pre_copy {
-        crate::precopy::PreCopy::run(root, opts.freezer.clone(), w, opts.copy_threads).ok()
-    } else {
-        None
+    let mut pre = match &parent {
+        Some(p) => Some(crate::precopy::PreCopy::adopt(root, p)?),
+        None if opts.leave_running && opts.pre_copy => {
+            crate::precopy::PreCopy::run(root, opts.freezer.clone(), w, opts.copy_threads).ok()
+        }
+        None => None,
     };
     if let Some(p) = &mut pre {
         p.snapshot_flags();
@@ -98,15 +122,37 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
         // Everything is copied: the tree may run while we write metadata.
         seized.release();
         stats.frozen_us = t0.elapsed().as_micros() as u64;
-        finish(&mut tree, &mut copier, w, opts)?;
+        finish(&mut tree, &mut copier, w, opts, &parents)?;
     } else {
-        finish(&mut tree, &mut copier, w, opts)?;
+        finish(&mut tree, &mut copier, w, opts, &parents)?;
         fault_point("before-kill")?;
         seized.kill();
         stats.frozen_us = t0.elapsed().as_micros() as u64;
     }
     drop(pre);
     Ok(stats)
+}
+
+/// `--pre-dump`: memory only, the tree keeps running, and every process
+/// keeps a write tracker for the next dump (`--parent-path`).
+fn pre_dump(root: i32, opts: &DumpOptions, w: &PagesWriter, parent: Option<&PreDumpImage>, parents: &[image::PagesReader]) -> Result<DumpStats> {
+    let t0 = Instant::now();
+    let (_pre, img) = crate::precopy::PreCopy::pre_dump(root, opts.freezer.clone(), w, opts.copy_threads, parent, parents)?;
+    let copied: u64 = img.tasks.iter().flat_map(|t| &t.runs).filter(|r| r.parent == 0).map(|r| r.data.len).sum();
+    let pages_len = w.finish()?;
+    fault_point("write-image")?;
+    let sum = image::write_meta(&opts.image_dir, MetaKind::PreDump, &img)?;
+    let mut inv = Inventory::new(&TreeImage { root: 1, ..Default::default() }, sum, pages_len, opts.parent.clone());
+    inv.tasks = img.tasks.len() as u32;
+    inv.pre_dump = true;
+    image::write_meta(&opts.image_dir, MetaKind::Inventory, &inv)?;
+    Ok(DumpStats {
+        tasks: img.tasks.len(),
+        pages_bytes: copied,
+        pages_scanned: copied / 4096,
+        memdump_us: t0.elapsed().as_micros() as u64,
+        ..Default::default()
+    })
 }
 
 fn remove_outputs(dir: &Path) {
@@ -206,12 +252,12 @@ fn collect(
 
 /// Completes and writes the image: checksums of reused pre-copied pieces,
 /// validation, `tree.img`, then `inventory.img` last.
-fn finish(tree: &mut TreeImage, copier: &mut Copier, w: &PagesWriter, opts: &DumpOptions) -> Result<()> {
-    let sums = copier.rehash_sums(w)?;
+fn finish(tree: &mut TreeImage, copier: &mut Copier, w: &PagesWriter, opts: &DumpOptions, parents: &[image::PagesReader]) -> Result<()> {
+    let sums = copier.rehash_sums(w, parents)?;
     if !sums.is_empty() {
         for t in &mut tree.tasks {
             if let Some(mm) = &mut t.mm {
-                memory::fill_sums(&mut mm.vmas, &sums);
+                memory::fill_resums(&mut mm.vmas, &sums);
             }
         }
     }
@@ -221,7 +267,7 @@ fn finish(tree: &mut TreeImage, copier: &mut Copier, w: &PagesWriter, opts: &Dum
     fault_point("write-image")?;
     let pages_len = w.finish()?;
     let tree_sum = image::write_meta(&opts.image_dir, MetaKind::Tree, &*tree)?;
-    let inv = Inventory::new(tree, tree_sum, pages_len, None);
+    let inv = Inventory::new(tree, tree_sum, pages_len, opts.parent.clone());
     image::write_meta(&opts.image_dir, MetaKind::Inventory, &inv)?;
     Ok(())
 }
@@ -308,6 +354,11 @@ fn dump_task(
         rs.push(Remote::new(pid, tid, ip).ctx(|| format!("start injection in thread {tid}"))?);
     }
     let inj = task::dump_injected(&mut rs, s, &mut t.threads)?;
+    if let Some(fd) = pre.and_then(|p| p.in_task_fd(pid)) {
+        // The pre-dump's tracker is ours, not the application's: it leaves
+        // the process here (tracking goes on through our copy).
+        rs[0].call(libc::SYS_close, &[fd as u64]).ctx(|| format!("close the write tracker of {vpid}"))?;
+    }
     for r in rs {
         r.finish().ctx(|| format!("restore registers of {vpid}"))?;
     }

@@ -157,6 +157,8 @@ fn io_err(file: &str, op: &'static str, e: std::io::Error) -> ImageError {
 pub enum MetaKind {
     Inventory,
     Tree,
+    /// A pre-dump's memory index (`model::PreDumpImage`).
+    PreDump,
 }
 
 impl MetaKind {
@@ -164,12 +166,14 @@ impl MetaKind {
         match self {
             MetaKind::Inventory => "inventory.img",
             MetaKind::Tree => "tree.img",
+            MetaKind::PreDump => "predump.img",
         }
     }
     pub fn code(self) -> u32 {
         match self {
             MetaKind::Inventory => 1,
             MetaKind::Tree => 2,
+            MetaKind::PreDump => 3,
         }
     }
 }
@@ -188,8 +192,12 @@ pub struct Inventory {
     pub pages_len: u64,
     /// Relative path of the parent image directory (incremental dumps).
     pub parent: Option<String>,
-    /// xxh3-64 of tree.img's payload.
+    /// xxh3-64 of tree.img's payload (of predump.img's for a pre-dump).
     pub tree_xxh3: u64,
+    /// A pre-dump: memory only (predump.img, no tree.img), not restorable
+    /// by itself; a later dump names it with `--parent-path`.
+    #[serde(default)]
+    pub pre_dump: bool,
 }
 
 impl Inventory {
@@ -207,8 +215,40 @@ impl Inventory {
             pages_len,
             parent,
             tree_xxh3,
+            pre_dump: false,
         }
     }
+}
+
+/// Resolves `parent` (relative to `dir`, as runc requires) to a directory
+/// that exists.
+pub fn parent_dir(dir: &Path, parent: &str) -> Result<std::path::PathBuf, ImageError> {
+    if Path::new(parent).is_absolute() {
+        return Err(ImageError::Invalid(format!("parent image path {parent:?} must be relative to the image directory")));
+    }
+    let p = dir.join(parent);
+    if !p.is_dir() {
+        return Err(ImageError::Invalid(format!("parent image {} is not a directory", p.display())));
+    }
+    Ok(p)
+}
+
+/// The pages.img of every ancestor of the image in `dir` (parent first),
+/// following `inventory.parent` links.
+pub fn open_parents(dir: &Path, inv: &Inventory) -> Result<Vec<PagesReader>, ImageError> {
+    let mut out = Vec::new();
+    let mut cur = dir.to_path_buf();
+    let mut next = inv.parent.clone();
+    while let Some(rel) = next {
+        if out.len() as u32 >= crate::validate::MAX_PARENT_DEPTH {
+            return Err(ImageError::Invalid("parent image chain too long (a loop?)".into()));
+        }
+        cur = parent_dir(&cur, &rel)?;
+        let pinv: Inventory = read_meta(&cur, MetaKind::Inventory)?;
+        out.push(PagesReader::open(&cur)?);
+        next = pinv.parent;
+    }
+    Ok(out)
 }
 
 /// Creates `name` in `dir`: 0600, O_EXCL|O_NOFOLLOW (never overwrites, never follows a link).

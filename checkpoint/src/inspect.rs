@@ -363,6 +363,7 @@ mod tests {
             pages_len: 16 * PAGE_SIZE,
             parent: None,
             tree_xxh3: 0,
+            pre_dump: false,
         }
     }
 

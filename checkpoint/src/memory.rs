@@ -42,9 +42,9 @@ pub struct CopyJob {
 #[derive(Default)]
 pub struct Copier {
     pub jobs: Vec<CopyJob>,
-    /// Blobs (offset, length) already in the file whose checksum must be
-    /// computed from it (pieces of pre-copied runs).
-    pub rehash: Vec<(u64, u64)>,
+    /// Blobs (image depth, offset, length) already written whose checksum
+    /// must be computed (pieces of earlier copies); depth 0 is this image.
+    pub rehash: Vec<(u32, u64, u64)>,
 }
 
 impl Copier {
@@ -100,11 +100,18 @@ impl Copier {
 const BUF_LEN: usize = 8 << 20;
 
 impl Copier {
-    /// Checksums of the blobs listed in `rehash`, read back from the file.
-    pub fn rehash_sums(&mut self, w: &PagesWriter) -> Result<HashMap<u64, u64>> {
+    /// Checksums of the blobs listed in `rehash`, by (depth, offset), read
+    /// back from this image's file or from the parents' (`parents[0]` is depth 1).
+    pub fn rehash_sums(&mut self, w: &PagesWriter, parents: &[crate::image::PagesReader]) -> Result<HashMap<(u32, u64), u64>> {
         let mut out = HashMap::new();
         let mut buf = vec![0u8; BUF_LEN];
-        for (off, len) in std::mem::take(&mut self.rehash) {
+        for (depth, off, len) in std::mem::take(&mut self.rehash) {
+            if depth > 0 {
+                let reader = parents.get(depth as usize - 1).ok_or_else(|| Error::Restore(format!("no parent image at depth {depth}")))?;
+                let b = reader.get_unchecked_sum(&Blob { off, len, xxh3: 0 })?;
+                out.insert((depth, off), xxhash_rust::xxh3::xxh3_64(b));
+                continue;
+            }
             let mut h = xxhash_rust::xxh3::Xxh3::new();
             let mut done = 0;
             while done < len {
@@ -113,7 +120,7 @@ impl Copier {
                 h.update(&buf[..n]);
                 done += n as u64;
             }
-            out.insert(off, h.digest());
+            out.insert((0, off), h.digest());
         }
         Ok(out)
     }
@@ -235,7 +242,7 @@ pub fn dump_vmas(
             for (s, e) in ranges {
                 for (a, b) in chunks(s, e) {
                     let data = copier.add(w, Source::Remote { pid, addr: a, readable }, b - a);
-                    vma.pages.push(PageRun { addr: a, npages: (b - a) / 4096, data });
+                    vma.pages.push(PageRun { addr: a, npages: (b - a) / 4096, data, parent: 0 });
                 }
             }
         }
@@ -261,10 +268,24 @@ fn madvise_of(m: &MapEntry) -> Vec<i32> {
     v
 }
 
+/// Fills re-computed checksums (by image depth and offset) into the runs
+/// that still lack one.
+pub fn fill_resums(vmas: &mut [Vma], sums: &HashMap<(u32, u64), u64>) {
+    for v in vmas {
+        for r in &mut v.pages {
+            if let Some(s) = sums.get(&(r.parent, r.data.off)) {
+                if r.data.xxh3 == 0 {
+                    r.data.xxh3 = *s;
+                }
+            }
+        }
+    }
+}
+
 /// Fills checksums computed by the copier into every blob of `vmas`.
 pub fn fill_sums(vmas: &mut [Vma], sums: &HashMap<u64, u64>) {
     for v in vmas {
-        for r in &mut v.pages {
+        for r in v.pages.iter_mut().filter(|r| r.parent == 0) {
             if let Some(s) = sums.get(&r.data.off) {
                 r.data.xxh3 = *s;
             }

@@ -216,6 +216,31 @@ pub struct PageRun {
     pub addr: u64,
     pub npages: u64,
     pub data: Blob,
+    /// Which image's `pages.img` holds `data`: 0 this one, 1 its parent
+    /// (`--parent-path`), 2 the parent's parent, and so on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parent: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// A pre-dump (`checkpoint --pre-dump`): memory only. Each process keeps a
+/// userfaultfd at `uffd_fd` that tracks what it writes until the next dump.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PreDumpImage {
+    pub tasks: Vec<PreDumpTask>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreDumpTask {
+    /// Pid inside the tree's pid namespace.
+    pub pid: i32,
+    /// The tracker's fd number inside the process.
+    pub uffd_fd: i32,
+    /// Pages copied so far, sorted by address.
+    pub runs: Vec<PageRun>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use crate::error::{Context, Result};
 use crate::freezer::Freezer;
 use crate::image::PagesWriter;
 use crate::memory::{chunks, Copier, Source};
-use crate::model::PageRun;
+use crate::model::{PageRun, PreDumpImage, PreDumpTask};
 use crate::proc::{self, MapEntry};
 use crate::seize::Seized;
 use crate::sys::inject::{find_syscall_insn, Remote};
@@ -29,12 +29,21 @@ use crate::sys::{self, ScanRegion};
 
 const ANY: u64 = sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED;
 const SKIP: u64 = sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE;
+/// VMAs at least this large are scanned on two threads.
+const SPLIT_SCAN: u64 = 256 << 20;
 
 struct Tracked {
-    /// Held open for the whole dump: closing it ends the tracking.
-    _uffd: OwnedFd,
-    /// Pre-copied runs, sorted by address, non-overlapping.
-    runs: Vec<PageRun>,
+    /// Held open for the whole dump: closing it ends the tracking (unless
+    /// the process keeps its own copy, see `in_task_fd`).
+    uffd: OwnedFd,
+    /// Pid inside the tree's namespace.
+    vpid: i32,
+    /// Pages whose copy is still valid while unwritten, sorted by address
+    /// (`parent` says which image holds them).
+    base: Vec<PageRun>,
+    /// For pre-dumps: the tracker's fd inside the process, kept there so
+    /// tracking outlives this command.
+    in_task_fd: Option<i32>,
 }
 
 /// Memory copied while the tree ran, with the trackers of what it wrote since.
@@ -54,69 +63,172 @@ pub fn trackable(m: &MapEntry) -> bool {
     !m.shared() && !m.path.starts_with("[v") && !m.has_flag("io") && !m.has_flag("pf")
 }
 
-fn open_uffd(pid: i32) -> std::io::Result<OwnedFd> {
-    let maps = proc::smaps(pid)?;
+/// Lowest fd number a pre-dump tracker is moved to inside the process, out
+/// of the way of the application's own fds.
+const TRACKER_FD_MIN: u64 = 900;
+
+/// Creates a write-protect tracker inside stopped process `pid`; returns our
+/// copy and, with `keep`, the fd number the process keeps it at.
+fn open_uffd(pid: i32, keep: bool) -> std::io::Result<(OwnedFd, Option<i32>)> {
+    let maps = proc::maps(pid)?;
     let vdso = maps.iter().find(|m| m.path == "[vdso]").ok_or_else(|| std::io::Error::other("no vdso"))?;
     let mut text = vec![0u8; (vdso.end - vdso.start) as usize];
     sys::vm_read(pid, vdso.start, &mut text)?;
     let ip = find_syscall_insn(vdso.start, &text).ok_or_else(|| std::io::Error::other("no syscall instruction"))?;
     let mut r = Remote::new(pid, pid, ip)?;
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | sys::UFFD_USER_MODE_ONLY;
-    let fd = r.call(libc::SYS_userfaultfd, &[flags])?;
+    let mut fd = r.call(libc::SYS_userfaultfd, &[flags])?;
+    let mut kept = None;
+    if keep {
+        let high = r.call(libc::SYS_fcntl, &[fd, libc::F_DUPFD_CLOEXEC as u64, TRACKER_FD_MIN])?;
+        r.call(libc::SYS_close, &[fd])?;
+        fd = high;
+        kept = Some(high as i32);
+    }
     let ours = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd as i32));
-    let closed = r.call(libc::SYS_close, &[fd]);
+    let closed = if keep { Ok(0) } else { r.call(libc::SYS_close, &[fd]) };
     r.finish()?;
     let ours = ours?;
     closed?;
     sys::uffd_enable_wp_async(ours.as_fd())?;
-    Ok(ours)
+    Ok((ours, kept))
+}
+
+/// Takes the tracker a pre-dump left at `fd` in process `pid`.
+fn adopt_uffd(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))?;
+    if link.to_string_lossy() != "anon_inode:[userfaultfd]" {
+        return Err(std::io::Error::other(format!("fd {fd} of {pid} is no longer the pre-dump's tracker")));
+    }
+    sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd))
+}
+
+/// Host pid of every process of the tree rooted at `root`, by its pid in
+/// the tree's namespace.
+fn ns_pids(root: i32) -> std::io::Result<HashMap<i32, i32>> {
+    let idx = proc::Status::read(&format!("/proc/{root}/status"))?.nspid.len() - 1;
+    let mut out = HashMap::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let st = proc::Status::read(&format!("/proc/{pid}/status"))?;
+        out.insert(st.nspid.get(idx).copied().unwrap_or(0), pid);
+        queue.extend(proc::children(pid)?);
+    }
+    Ok(out)
 }
 
 impl PreCopy {
-    /// Seizes the tree just long enough to give each process a tracker,
-    /// lets it run, protects and copies its populated pages.
+    /// Leave-running pre-copy: trackers hidden from the processes.
     pub fn run(root: i32, freezer: Option<Freezer>, w: &PagesWriter, threads: usize) -> Result<PreCopy> {
+        Self::round(root, freezer, w, threads, None, false, &[])
+    }
+
+    /// A pre-dump round: trackers stay in the processes for the next dump;
+    /// pages unwritten since `parent` are referenced there, not copied.
+    pub fn pre_dump(
+        root: i32,
+        freezer: Option<Freezer>,
+        w: &PagesWriter,
+        threads: usize,
+        parent: Option<&PreDumpImage>,
+        parents: &[crate::image::PagesReader],
+    ) -> Result<(PreCopy, PreDumpImage)> {
+        let pre = Self::round(root, freezer, w, threads, parent, true, parents)?;
+        let mut img = PreDumpImage::default();
+        for t in pre.tasks.values() {
+            if let Some(fd) = t.in_task_fd {
+                img.tasks.push(PreDumpTask { pid: t.vpid, uffd_fd: fd, runs: t.base.clone() });
+            }
+        }
+        img.tasks.sort_by_key(|t| t.pid);
+        Ok((pre, img))
+    }
+
+    /// For the final dump after pre-dumps: the trackers left in the
+    /// processes, with the parent's pages as the base.
+    pub fn adopt(root: i32, parent: &PreDumpImage) -> Result<PreCopy> {
+        let pids = ns_pids(root).ctx(|| "list the tree".into())?;
+        let mut pre = PreCopy::default();
+        for t in &parent.tasks {
+            let Some(&pid) = pids.get(&t.pid) else { continue };
+            // A tracker that is gone (exec, fd closed) means a full copy.
+            let Ok(uffd) = adopt_uffd(pid, t.uffd_fd) else { continue };
+            let base = t.runs.iter().map(|r| PageRun { parent: r.parent + 1, ..*r }).collect();
+            pre.tasks.insert(pid, Tracked { uffd, vpid: t.pid, base, in_task_fd: Some(t.uffd_fd) });
+        }
+        Ok(pre)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn round(
+        root: i32,
+        freezer: Option<Freezer>,
+        w: &PagesWriter,
+        threads: usize,
+        parent: Option<&PreDumpImage>,
+        keep: bool,
+        parents: &[crate::image::PagesReader],
+    ) -> Result<PreCopy> {
         let seized = Seized::collect(root, freezer)?;
-        let mut uffds = Vec::new();
+        let idx = seized.tasks[0].status.nspid.len() - 1;
+        let mut pre = PreCopy::default();
         for t in seized.tasks.iter().filter(|t| !t.zombie) {
-            // A process we cannot track is simply copied in full at the end.
-            if let Ok(fd) = open_uffd(t.pid) {
-                uffds.push((t.pid, fd));
+            let vpid = t.status.nspid.get(idx).copied().unwrap_or(0);
+            let from_parent = parent.and_then(|p| p.tasks.iter().find(|x| x.pid == vpid));
+            let tracked = match from_parent {
+                Some(pt) => adopt_uffd(t.pid, pt.uffd_fd).map(|u| Tracked {
+                    uffd: u,
+                    vpid,
+                    base: pt.runs.iter().map(|r| PageRun { parent: r.parent + 1, ..*r }).collect(),
+                    in_task_fd: Some(pt.uffd_fd),
+                }),
+                None => open_uffd(t.pid, keep).map(|(u, fd)| Tracked { uffd: u, vpid, base: Vec::new(), in_task_fd: fd }),
+            };
+            // A process we cannot track is simply copied in full later.
+            if let Ok(tr) = tracked {
+                pre.tasks.insert(t.pid, tr);
             }
         }
         seized.release();
-        let mut pre = PreCopy::default();
         let mut copier = Copier::default();
-        for (pid, uffd) in uffds {
-            let uffd: OwnedFd = uffd;
-            let mut runs = Vec::new();
-            let Ok(maps) = proc::smaps(pid) else { continue };
+        let mut fresh: HashMap<i32, Vec<PageRun>> = HashMap::new();
+        for (&pid, t) in &pre.tasks {
+            let Ok(maps) = proc::maps(pid) else { continue };
             let pagemap = File::open(format!("/proc/{pid}/pagemap")).ctx(|| format!("open pagemap of {pid}"))?;
+            let mut runs = Vec::new();
             for m in maps.iter().filter(|m| trackable(m)) {
-                if sys::uffd_register_wp(uffd.as_fd(), m.start, m.end).is_err() {
+                if sys::uffd_register_wp(t.uffd.as_fd(), m.start, m.end).is_err() {
                     continue;
                 }
-                let regions = sys::pagemap_scan_regions(pagemap.as_fd(), m.start, m.end, ANY, ANY | SKIP, sys::PM_SCAN_WP_MATCHING)
-                    .ctx(|| format!("protect pages of {pid} at {:#x}", m.start))?;
-                for r in regions.iter().filter(|r| r.categories & SKIP == 0) {
-                    for (a, b) in chunks(r.start, r.end) {
-                        let data = copier.add(w, Source::Remote { pid, addr: a, readable: m.perms[0] == b'r' }, b - a);
-                        runs.push(PageRun { addr: a, npages: (b - a) / 4096, data });
+                runs.extend(scan_vma(pid, t, &pagemap, m, true, w, &mut copier)?);
+            }
+            fresh.insert(pid, runs);
+        }
+        let sums = copier.run(w, threads)?;
+        let resums = copier.rehash_sums(w, parents)?;
+        for (pid, mut runs) in fresh {
+            for r in runs.iter_mut() {
+                if r.parent == 0 {
+                    if let Some(s) = sums.get(&r.data.off) {
+                        r.data.xxh3 = *s;
                     }
                 }
+                if r.data.xxh3 == 0 {
+                    r.data.xxh3 = resums.get(&(r.parent, r.data.off)).copied().unwrap_or(0);
+                }
             }
-            pre.tasks.insert(pid, Tracked { _uffd: uffd, runs });
-        }
-        // A page that vanishes while we copy (munmap) fails the copy: then
-        // this pre-copy is simply not used.
-        let sums = copier.run(w, threads)?;
-        for t in pre.tasks.values_mut() {
-            for r in &mut t.runs {
-                r.data.xxh3 = sums.get(&r.data.off).copied().unwrap_or(0);
+            runs.sort_by_key(|r| r.addr);
+            if let Some(t) = pre.tasks.get_mut(&pid) {
+                t.base = runs;
             }
-            t.runs.sort_by_key(|r| r.addr);
         }
         Ok(pre)
+    }
+
+    /// The tracker fd the dumped process itself holds (to be closed and
+    /// left out of the image), if any.
+    pub fn in_task_fd(&self, pid: i32) -> Option<i32> {
+        self.tasks.get(&pid).and_then(|t| t.in_task_fd)
     }
 
     /// Reads every tracked process's `VmFlags` while it still runs, so the
@@ -146,45 +258,60 @@ impl PreCopy {
         proc::smaps(pid)
     }
 
-    /// The pages of VMA `[start, end)` of stopped task `pid` for the final
-    /// image: pre-copied data where the page is still clean, new copy jobs
-    /// where it was written (or is untracked). `None`: not tracked.
+    /// The pages of VMA `m` of stopped task `pid` for the final image:
+    /// kept copies where unwritten, new copy jobs elsewhere. `None`: not tracked.
     pub fn vma_pages(&self, pid: i32, pagemap: &File, m: &MapEntry, w: &PagesWriter, copier: &mut Copier) -> Result<Option<Vec<PageRun>>> {
         let Some(t) = self.tasks.get(&pid) else { return Ok(None) };
-        let ret = ANY | SKIP | sys::PAGE_IS_WRITTEN | sys::PAGE_IS_WPALLOWED;
-        let regions: Vec<ScanRegion> = sys::pagemap_scan_regions(pagemap.as_fd(), m.start, m.end, ANY, ret, 0)
-            .ctx(|| format!("scan written pages of {pid} at {:#x}", m.start))?;
-        let mut out = Vec::new();
-        for r in regions.iter().filter(|r| r.categories & SKIP == 0) {
-            let clean = r.categories & sys::PAGE_IS_WPALLOWED != 0 && r.categories & sys::PAGE_IS_WRITTEN == 0;
-            if clean {
-                // Reuse the pre-copied bytes of [r.start, r.end).
-                let first = t.runs.partition_point(|p| p.addr + p.npages * 4096 <= r.start);
-                for p in &t.runs[first..] {
-                    let (ps, pe) = (p.addr, p.addr + p.npages * 4096);
-                    if ps >= r.end {
-                        break;
-                    }
-                    let (a, b) = (ps.max(r.start), pe.min(r.end));
-                    let whole = a == ps && b == pe;
-                    let data = crate::model::Blob {
-                        off: p.data.off + (a - ps),
-                        len: b - a,
-                        xxh3: if whole { p.data.xxh3 } else { 0 },
-                    };
-                    if !whole || p.data.xxh3 == 0 {
-                        copier.rehash.push((data.off, data.len));
-                    }
-                    out.push(PageRun { addr: a, npages: (b - a) / 4096, data });
+        scan_vma(pid, t, pagemap, m, false, w, copier).map(Some)
+    }
+}
+
+/// One scan of VMA `m`: regions unwritten since the tracker's last
+/// protection reuse `t.base`; written (or untracked) ones are copied. With
+/// `protect`, the scan also re-protects every page for the next round.
+fn scan_vma(pid: i32, t: &Tracked, pagemap: &File, m: &MapEntry, protect: bool, w: &PagesWriter, copier: &mut Copier) -> Result<Vec<PageRun>> {
+    let ret = ANY | SKIP | sys::PAGE_IS_WRITTEN | sys::PAGE_IS_WPALLOWED;
+    let flags = if protect { sys::PM_SCAN_WP_MATCHING } else { 0 };
+    // The page-table walk dominates a frozen pass over a large VMA: split it
+    // over two threads (PAGEMAP_SCAN only takes the mm's lock for reading).
+    let scan = |a: u64, b: u64| sys::pagemap_scan_regions(pagemap.as_fd(), a, b, ANY, ret, flags);
+    let regions: Vec<ScanRegion> = if m.end - m.start >= SPLIT_SCAN {
+        let mid = m.start + ((m.end - m.start) / 2 & !0x1f_ffff);
+        let (lo, hi) = std::thread::scope(|s| {
+            let h = s.spawn(|| scan(mid, m.end));
+            (scan(m.start, mid), h.join().unwrap_or_else(|_| Err(std::io::Error::other("scan worker panicked"))))
+        });
+        let mut v = lo.ctx(|| format!("scan written pages of {pid} at {:#x}", m.start))?;
+        v.extend(hi.ctx(|| format!("scan written pages of {pid} at {mid:#x}"))?);
+        v
+    } else {
+        scan(m.start, m.end).ctx(|| format!("scan written pages of {pid} at {:#x}", m.start))?
+    };
+    let mut out = Vec::new();
+    for r in regions.iter().filter(|r| r.categories & SKIP == 0) {
+        let clean = r.categories & sys::PAGE_IS_WPALLOWED != 0 && r.categories & sys::PAGE_IS_WRITTEN == 0;
+        if clean {
+            let first = t.base.partition_point(|p| p.addr + p.npages * 4096 <= r.start);
+            for p in &t.base[first..] {
+                let (ps, pe) = (p.addr, p.addr + p.npages * 4096);
+                if ps >= r.end {
+                    break;
                 }
-            } else {
-                for (a, b) in chunks(r.start, r.end) {
-                    let data = copier.add(w, Source::Remote { pid, addr: a, readable: m.perms[0] == b'r' }, b - a);
-                    out.push(PageRun { addr: a, npages: (b - a) / 4096, data });
+                let (a, b) = (ps.max(r.start), pe.min(r.end));
+                let whole = a == ps && b == pe;
+                let data = crate::model::Blob { off: p.data.off + (a - ps), len: b - a, xxh3: if whole { p.data.xxh3 } else { 0 } };
+                if !whole || data.xxh3 == 0 {
+                    copier.rehash.push((p.parent, data.off, data.len));
                 }
+                out.push(PageRun { addr: a, npages: (b - a) / 4096, data, parent: p.parent });
+            }
+        } else {
+            for (a, b) in chunks(r.start, r.end) {
+                let data = copier.add(w, Source::Remote { pid, addr: a, readable: m.perms[0] == b'r' }, b - a);
+                out.push(PageRun { addr: a, npages: (b - a) / 4096, data, parent: 0 });
             }
         }
-        out.sort_by_key(|r| r.addr);
-        Ok(Some(out))
     }
+    out.sort_by_key(|r| r.addr);
+    Ok(out)
 }

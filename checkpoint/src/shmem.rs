@@ -72,7 +72,7 @@ fn resident_runs(map: &Arc<Mmap>, w: &PagesWriter, copier: &mut Copier) -> std::
         }
         for (a, b) in chunks(s as u64 * 4096, i as u64 * 4096) {
             let data = copier.add(w, Source::Local { map: map.clone(), offset: a as usize }, b - a);
-            runs.push(PageRun { addr: a, npages: (b - a) / 4096, data });
+            runs.push(PageRun { addr: a, npages: (b - a) / 4096, data, parent: 0 });
         }
     }
     Ok(runs)
@@ -202,7 +202,7 @@ impl ShmemTable {
                 .into_iter()
                 .map(|(off, b)| {
                     let len = b.len() as u64;
-                    PageRun { addr: off, npages: 1, data: copier.add(w, Source::Bytes(b), len.max(4096)) }
+                    PageRun { addr: off, npages: 1, data: copier.add(w, Source::Bytes(b), len.max(4096)), parent: 0 }
                 })
                 .collect();
         }

@@ -75,6 +75,9 @@ fn check_id(what: &str, id: i32) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Longest chain of parent images (`--parent-path`) a restore follows.
+pub const MAX_PARENT_DEPTH: u32 = 16;
+
 fn check_blob_in(who: &str, blob: &crate::model::Blob, pages_len: u64) -> Result<(), ImageError> {
     check_blob(blob, pages_len).map_err(|e| ImageError::Invalid(format!("{who}: {e}")))
 }
@@ -136,11 +139,14 @@ fn check_runs(
                 r.npages
             );
         }
-        check_blob_in(
-            &format!("{who}: page run at {:#x}", r.addr),
-            &r.data,
-            pages_len,
-        )?;
+        if r.parent > MAX_PARENT_DEPTH {
+            bail!("{who}: page run at {:#x} in parent image {} (at most {MAX_PARENT_DEPTH})", r.addr, r.parent);
+        }
+        // Data in a parent image is bounds- and checksum-checked against
+        // that image's pages.img when it is read.
+        if r.parent == 0 {
+            check_blob_in(&format!("{who}: page run at {:#x}", r.addr), &r.data, pages_len)?;
+        }
         prev_end = end;
     }
     Ok(())
@@ -184,6 +190,9 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         }
         let hi = s.size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         check_runs(&who, &s.pages, 0, hi, pages_len)?;
+        if s.pages.iter().any(|r| r.parent != 0) {
+            bail!("{who}: shared memory data must be in the image itself");
+        }
         if let ShmemKind::Memfd { name, seals } = &s.kind {
             check_name(&who, name, 249)?;
             if seals & !0x3f != 0 {
@@ -601,6 +610,7 @@ pub(crate) mod tests {
             addr,
             npages,
             data: blob(page, npages),
+            parent: 0,
         }
     }
 

@@ -6,8 +6,12 @@
 
 mod cli;
 mod commands;
+mod container;
 mod delegate;
 mod logging;
+mod restore_bundle;
+mod stats;
+mod waiter;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -43,12 +47,17 @@ fn run(args: &[OsString]) -> i32 {
             println!("runtime: {}", global.runtime().to_string_lossy());
             Ok(0)
         }
+        // A restored container has stasis state to remove with it.
+        Action::Delegate { verb, args } if verb == "delete" => commands::delete::run(global, &args, &logger),
         Action::Delegate { verb, args } => Err(delegate::exec(global, &verb, &args, &logger)),
         Action::Checkpoint(opts) => commands::checkpoint::run(global, &opts),
         Action::Restore(opts) => commands::restore::run(global, &opts),
         Action::TreeDump(opts) => commands::tree::dump(global, &opts),
         Action::TreeRestore(opts) => commands::tree::restore(global, &opts),
         Action::Inspect(opts) => commands::inspect::run(global, &opts),
+        Action::RestoreStub(o) => {
+            stasis_checkpoint::restore::container_stub_main(&o.image_dir, o.ready_fd, o.hold_fd)
+        }
     };
     match result {
         Ok(code) => code,

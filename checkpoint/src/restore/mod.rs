@@ -57,8 +57,9 @@ pub struct Restored {
 /// Restores the image in `opts.image_dir`.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let t0 = Instant::now();
-    let (_inv, tree, pages) = image::open_image(&opts.image_dir)?;
-    let mut stages = Stages { init: None, pid_of: HashMap::new() };
+    let (inv, tree, pages) = image::open_image(&opts.image_dir)?;
+    let parents = image::open_parents(&opts.image_dir, &inv)?;
+    let mut stages = Stages { init: None, pid_of: HashMap::new(), parents };
     match stages.run(&tree, &pages, opts) {
         Ok(mut r) => {
             r.restore_us = t0.elapsed().as_micros() as u64;
@@ -74,6 +75,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
 struct Stages {
     init: Option<i32>,
     pid_of: HashMap<i32, i32>,
+    /// pages.img of the parent images (`--parent-path` chains), parent first.
+    parents: Vec<PagesReader>,
 }
 
 impl Stages {
@@ -146,7 +149,7 @@ impl Stages {
         for (k, i) in live.into_iter().enumerate() {
             lists[k % workers].push(i);
         }
-        let m = morph::Morph { tree, pages, shmem_fd: &plan.shmem_fd, base: plan.base };
+        let m = morph::Morph { tree, pages, parents: &self.parents, shmem_fd: &plan.shmem_fd, base: plan.base };
         let barrier = std::sync::Barrier::new(workers);
         let failed = std::sync::atomic::AtomicBool::new(false);
         let pid_of = &self.pid_of;
@@ -319,8 +322,9 @@ pub fn container_stub_main(image_dir: &std::path::Path, ready_fd: i32, hold_fd: 
 /// control pipes.
 pub fn restore_attached(opts: &RestoreOptions, init: i32, ready: OwnedFd, hold: OwnedFd) -> Result<Restored> {
     let t0 = Instant::now();
-    let (_inv, tree, pages) = image::open_image(&opts.image_dir)?;
-    let mut stages = Stages { init: Some(init), pid_of: HashMap::new() };
+    let (inv, tree, pages) = image::open_image(&opts.image_dir)?;
+    let parents = image::open_parents(&opts.image_dir, &inv)?;
+    let mut stages = Stages { init: Some(init), pid_of: HashMap::new(), parents };
     let plan = make_plan(&tree, &pages, vec![None; tree.files.len()])?;
     match stages.attach(&tree, &pages, &plan, init, ready, hold, opts) {
         Ok(mut r) => {

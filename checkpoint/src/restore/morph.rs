@@ -82,6 +82,8 @@ fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
 pub struct Morph<'a> {
     pub tree: &'a TreeImage,
     pub pages: &'a PagesReader,
+    /// Parent images' pages (`PageRun::parent` 1 is `parents[0]`).
+    pub parents: &'a [PagesReader],
     /// Staging fd of each shmem object inside the tasks (memfds).
     pub shmem_fd: &'a [i32],
     /// First staging fd: everything from here up is closed at the end.
@@ -254,7 +256,13 @@ impl Morph<'_> {
         }
         let work = |list: Vec<(&crate::model::PageRun, bool)>| -> Result<()> {
             for (run, writable) in list {
-                let bytes = self.pages.get_unchecked_sum(&run.data)?;
+                let reader = match run.parent {
+                    0 => self.pages,
+                    d => self.parents.get(d as usize - 1).ok_or_else(|| {
+                        Error::Restore(format!("memory at {:#x} is in parent image {d}, which is missing", run.addr))
+                    })?,
+                };
+                let bytes = reader.get_unchecked_sum(&run.data)?;
                 crate::sys::populate_read(bytes);
                 if xxhash_rust::xxh3::xxh3_64(bytes) != run.data.xxh3 {
                     return Err(Error::Restore(format!("pages.img: checksum mismatch for memory at {:#x} (image corrupt)", run.addr)));

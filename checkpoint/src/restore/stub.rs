@@ -217,7 +217,10 @@ fn setup_task(plan: &Plan, idx: usize) -> R<()> {
     for k in kids.iter().filter(|k| early(k)) {
         fork_child(plan, *k)?;
     }
-    if leader && unsafe { libc::setsid() } < 0 {
+    // A container's init already leads its session (the runtime called
+    // setsid before exec'ing the stub), and setsid would fail with EPERM.
+    let leads = unsafe { libc::getsid(0) == libc::getpid() };
+    if leader && !leads && unsafe { libc::setsid() } < 0 {
         return Err(errno("setsid"));
     }
     if t.pgid != 0 && !leader && unsafe { libc::getpgid(0) } != t.pgid {

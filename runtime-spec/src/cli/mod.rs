@@ -17,7 +17,7 @@ use std::ffi::OsString;
 pub use checkpoint::ManageCgroupsMode;
 pub use checkpoint::{CheckpointOpts, RestoreOpts};
 pub use global::{GlobalOpts, LogFormat};
-pub use tree::{InspectOpts, TreeDumpOpts, TreeRestoreOpts};
+pub use tree::{InspectOpts, StubOpts, TreeDumpOpts, TreeRestoreOpts};
 
 use flags::{FlagSpec, Mode, Parsed};
 
@@ -117,6 +117,9 @@ pub enum Action {
     TreeDump(TreeDumpOpts),
     TreeRestore(TreeRestoreOpts),
     Inspect(InspectOpts),
+    /// Hidden: `restore-stub IMAGE_DIR READY_FD HOLD_FD`, run by the
+    /// underlying runtime as a restored container's pid 1.
+    RestoreStub(StubOpts),
 }
 
 /// The command line after the global flags were read.
@@ -162,6 +165,8 @@ impl CommandLine {
                 RestoreOpts::from_parsed(p).map(Action::Restore)
             }),
             "tree" => tree_action(args),
+            // Not in any help text: only `stasis restore` writes this argv.
+            tree::STUB_VERB => StubOpts::from_args(args).map(Action::RestoreStub),
             "inspect" => own(&tree::INSPECT, args, |p| {
                 InspectOpts::from_parsed(p).map(Action::Inspect)
             }),

@@ -16,6 +16,10 @@ pub struct TreeDumpOpts {
     pub pid: i32,
     pub image_path: PathBuf,
     pub leave_running: bool,
+    /// Memory only; the tree keeps running and tracks its writes.
+    pub pre_dump: bool,
+    /// A pre-dump to build on, relative to the image path.
+    pub parent_path: Option<String>,
 }
 
 /// `stasis tree restore --image-path DIR`.
@@ -47,6 +51,8 @@ pub static TREE_DUMP: VerbSpec = VerbSpec {
         FlagSpec::int("pid", "pid of the root of the tree (required)"),
         FlagSpec::value("image-path", "directory to write the image to (required)"),
         FlagSpec::boolean("leave-running", "leave the tree running after the dump"),
+        FlagSpec::boolean("pre-dump", "dump memory only, keep the tree running and track its writes"),
+        FlagSpec::value("parent-path", "a pre-dump this dump builds on, relative to --image-path"),
         HELP,
     ],
 };
@@ -113,6 +119,8 @@ impl TreeDumpOpts {
             pid,
             image_path: required_path(&TREE_DUMP, p, "image-path")?,
             leave_running: p.bool("leave-running"),
+            pre_dump: p.bool("pre-dump"),
+            parent_path: p.str("parent-path").filter(|s| !s.is_empty()).map(str::to_string),
         })
     }
 }
@@ -134,5 +142,31 @@ impl InspectOpts {
             }),
             _ => Err(UsageError::flag(&INSPECT, super::exact_args_msg(&INSPECT))),
         }
+    }
+}
+
+/// The hidden verb `stasis restore` puts in a restored container's config.
+pub const STUB_VERB: &str = "restore-stub";
+
+/// `stasis restore-stub IMAGE_DIR READY_FD HOLD_FD` (hidden, no flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StubOpts {
+    pub image_dir: PathBuf,
+    pub ready_fd: i32,
+    pub hold_fd: i32,
+}
+
+impl StubOpts {
+    pub(super) fn from_args(args: &[std::ffi::OsString]) -> Result<Self, UsageError> {
+        let usage = || UsageError::invalid(format!("usage: {STUB_VERB} IMAGE_DIR READY_FD HOLD_FD"));
+        let [dir, ready, hold] = args else {
+            return Err(usage());
+        };
+        let fd = |a: &std::ffi::OsString| a.to_str().and_then(|s| s.parse::<i32>().ok()).filter(|&n| n > 2);
+        Ok(Self {
+            image_dir: PathBuf::from(dir),
+            ready_fd: fd(ready).ok_or_else(usage)?,
+            hold_fd: fd(hold).ok_or_else(usage)?,
+        })
     }
 }

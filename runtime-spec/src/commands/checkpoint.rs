@@ -1,7 +1,222 @@
-//! `stasis checkpoint`: placeholder until the checkpoint engine is wired in.
+//! `stasis checkpoint [opts] ID`: dump a running (or paused) container with
+//! the engine, then, unless `--leave-running`, delete it from the runtime.
+//!
+//! Files written, as runc (with CRIU) writes them:
+//! * image dir (`--image-path`, default `$CWD/checkpoint`): `descriptors.json`
+//!   (before the dump), the engine's images (`inventory.img` last);
+//! * work dir (`--work-path`, default the image dir): `dump.log` and
+//!   `stats-dump` (CRIU's stats format), also after a failed dump.
+
+use std::fmt::Write as _;
+use std::fs::DirBuilder;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use stasis_checkpoint::freezer::Freezer;
+use stasis_checkpoint::{dump, image, DumpOptions, DumpStats};
 
 use crate::cli::{CheckpointOpts, GlobalOpts};
+use crate::container::Runtime;
+use crate::logging::Logger;
+use crate::stats;
 
-pub fn run(_global: &GlobalOpts, _opts: &CheckpointOpts) -> anyhow::Result<i32> {
-    anyhow::bail!("checkpoint: the checkpoint engine is not wired into the CLI yet")
+pub const LOG_FILE: &str = "dump.log";
+
+pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
+    // Nothing is looked at or touched before the flags are known to be honoured.
+    refuse_unsupported(opts)?;
+    let logger = Logger::new(global);
+    let rt = Runtime::new(global, &logger);
+    let id = &opts.id;
+    let state = rt.state(id)?.ok_or_else(|| anyhow!("container does not exist"))?;
+    match state.status.as_str() {
+        "running" | "paused" => {}
+        other => bail!("Container cannot be checkpointed in {other} state"),
+    }
+    if state.pid <= 0 {
+        bail!("container {id} has no init process");
+    }
+    let cwd = std::env::current_dir().context("get the current directory")?;
+    let image_dir = cwd.join(opts.image_path.clone().unwrap_or_else(|| PathBuf::from("checkpoint")));
+    let work_dir = opts.work_path.as_ref().map_or_else(|| image_dir.clone(), |w| cwd.join(w));
+    image::create_image_dir(&image_dir).with_context(|| format!("create image directory {}", image_dir.display()))?;
+    make_work_dir(&work_dir)?;
+
+    let pid = state.pid;
+    image::write_descriptors_json(&image_dir, &descriptors(pid))
+        .with_context(|| format!("write descriptors.json in {}", image_dir.display()))?;
+    let dopts = DumpOptions {
+        image_dir: image_dir.clone(),
+        leave_running: opts.leave_running,
+        own_ipc_ns: own_ipc_ns(pid),
+        copy_threads: 2,
+        freezer: Freezer::of_pid(pid).with_context(|| format!("find the freezer cgroup of {pid}"))?,
+        // Copying while it runs only helps a container that does run.
+        pre_copy: opts.leave_running && state.status == "running",
+        pre_dump: false,
+        parent: None,
+    };
+    logger.debug(&format!("dumping container {id} (init {pid}) into {}", image_dir.display()));
+    let t0 = Instant::now();
+    let result = dump(pid, &dopts);
+    let wall_us = t0.elapsed().as_micros() as u64;
+    let log_path = work_dir.join(LOG_FILE);
+    match result {
+        Ok(st) => {
+            let log = success_log(id, pid, &image_dir, &st, wall_us, opts.leave_running);
+            write_logs(&work_dir, &log, Some(&st));
+            if !opts.leave_running {
+                // The engine killed the tree; now the runtime's record goes,
+                // so `state` says "container does not exist" as after runc.
+                rt.delete_force(id).context("checkpoint written, but removing the container failed")?;
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            let msg = format!("checkpoint of container {id} failed: {e}");
+            let log = format!("{msg}\nthe container was left as it was ({}).\n", state.status);
+            write_logs(&work_dir, &log, None);
+            bail!("{msg} (log file: {})", log_path.display())
+        }
+    }
+}
+
+/// Flags whose work the engine does not do: refused, container untouched.
+fn refuse_unsupported(o: &CheckpointOpts) -> anyhow::Result<()> {
+    let not_yet = |flag: &str| bail!("checkpoint: {flag} is not supported yet");
+    let never = |flag: &str| bail!("checkpoint: {flag} is not supported by stasis");
+    if o.pre_dump {
+        return not_yet("--pre-dump");
+    }
+    if o.parent_path.is_some() {
+        return not_yet("--parent-path");
+    }
+    if o.lazy_pages {
+        return never("--lazy-pages");
+    }
+    if o.page_server.is_some() {
+        return never("--page-server");
+    }
+    if o.status_fd.is_some() {
+        return never("--status-fd");
+    }
+    if o.auto_dedup {
+        return never("--auto-dedup");
+    }
+    // The parser accepts only "network" (runc: "namespace %q is not
+    // supported"), which stasis honours anyway: it never saves netdevs.
+    if let Some(ns) = o.empty_ns.iter().find(|ns| *ns != "network") {
+        bail!("namespace {ns:?} is not supported");
+    }
+    Ok(())
+}
+
+/// The work dir, 0700 when created (an existing one, e.g. podman's
+/// userdata, keeps its mode).
+fn make_work_dir(dir: &Path) -> anyhow::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create work directory {}", dir.display()))
+}
+
+/// What init's fds 0, 1, 2 point at, as runc records them.
+fn descriptors(pid: i32) -> [String; 3] {
+    [0, 1, 2].map(|fd| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/dev/null".into())
+    })
+}
+
+/// Whether the container has an IPC namespace of its own (then every SysV
+/// object in it is part of the checkpoint).
+fn own_ipc_ns(pid: i32) -> bool {
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino());
+    match (ino(&format!("/proc/{pid}/ns/ipc")), ino("/proc/self/ns/ipc")) {
+        (Ok(theirs), Ok(ours)) => theirs != ours,
+        _ => false,
+    }
+}
+
+fn success_log(id: &str, pid: i32, image: &Path, st: &DumpStats, wall_us: u64, leave_running: bool) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let mut s = String::new();
+    let _ = writeln!(s, "stasis {}: checkpoint of container {id} (init pid {pid})", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(s, "image: {}", image.display());
+    let _ = writeln!(
+        s,
+        "dumped {} processes, {} threads, {} bytes of memory ({} pages scanned)",
+        st.tasks, st.threads, st.pages_bytes, st.pages_scanned
+    );
+    let _ = writeln!(
+        s,
+        "frozen {:.1} ms (collect {:.1} ms, copy {:.1} ms); total {:.1} ms",
+        ms(st.frozen_us),
+        ms(st.memdump_us),
+        ms(st.memwrite_us),
+        ms(wall_us)
+    );
+    let after = if leave_running { "left running" } else { "stopped and deleted" };
+    let _ = writeln!(s, "container {after}");
+    s
+}
+
+/// `dump.log` always, `stats-dump` after a successful dump. Failing to write
+/// them does not change the outcome of the checkpoint.
+fn write_logs(work: &Path, log: &str, st: Option<&DumpStats>) {
+    let _ = std::fs::write(work.join(LOG_FILE), log);
+    if let Some(st) = st {
+        let s = stats::DumpStats {
+            frozen_time: stats::us32(st.frozen_us),
+            memdump_time: stats::us32(st.memdump_us),
+            memwrite_time: stats::us32(st.memwrite_us),
+            pages_scanned: st.pages_scanned,
+            pages_written: st.pages_bytes / 4096,
+            ..Default::default()
+        };
+        let _ = stats::write_dump(work, &s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> CheckpointOpts {
+        CheckpointOpts { id: "c".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn unsupported_flags_are_refused() {
+        let refused = |o: CheckpointOpts| refuse_unsupported(&o).unwrap_err().to_string();
+        assert!(refused(CheckpointOpts { pre_dump: true, ..opts() }).contains("--pre-dump is not supported yet"));
+        assert!(refused(CheckpointOpts { parent_path: Some("p".into()), ..opts() })
+            .contains("--parent-path is not supported yet"));
+        assert!(refused(CheckpointOpts { lazy_pages: true, ..opts() }).contains("--lazy-pages"));
+        assert!(refused(CheckpointOpts { page_server: Some("h:1".into()), ..opts() }).contains("--page-server"));
+        assert!(refused(CheckpointOpts { status_fd: Some(3), ..opts() }).contains("--status-fd"));
+        assert!(refused(CheckpointOpts { auto_dedup: true, ..opts() }).contains("--auto-dedup"));
+        assert!(refused(CheckpointOpts { empty_ns: vec!["pid".into()], ..opts() }).contains("\"pid\""));
+    }
+
+    #[test]
+    fn harmless_flags_are_accepted() {
+        let o = CheckpointOpts {
+            tcp_established: true,
+            ext_unix_sk: true,
+            shell_job: true,
+            file_locks: true,
+            tcp_skip_in_flight: true,
+            link_remap: true,
+            leave_running: true,
+            manage_cgroups_mode: Some(crate::cli::ManageCgroupsMode::Ignore),
+            empty_ns: vec!["network".into()],
+            ..opts()
+        };
+        refuse_unsupported(&o).unwrap();
+    }
 }

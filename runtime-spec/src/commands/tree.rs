@@ -16,6 +16,8 @@ pub fn dump(global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
         copy_threads: 2,
         freezer: None,
         pre_copy: true,
+        pre_dump: opts.pre_dump,
+        parent: opts.parent_path.clone(),
     };
     let st = stasis_checkpoint::dump(opts.pid, &dopts).with_context(|| format!("dump process tree {}", opts.pid))?;
     if global.debug {

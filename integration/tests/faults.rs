@@ -1,0 +1,793 @@
+//! Failure atomicity of the engine (issue 8, "never lose a container"),
+//! on real process trees in tree mode.
+//!
+//! Every named fault point of the engine (`stasis_checkpoint::error`) gets
+//! a test that makes the engine fail there (`STASIS_FAULT=<point>`) and
+//! then checks the promise:
+//!
+//! * **dump** (without `--leave-running`, the harsh case): `stasis` exits 1
+//!   saying "injected fault at <point>"; the original tree still has the
+//!   same processes, none of its threads is traced or stopped; the image
+//!   directory holds no image file; then a clean dump of the same tree
+//!   succeeds and both the original (after a `--leave-running` retry) and
+//!   the restored tree (after a killing retry) pass their own checks;
+//! * **restore**: exits 1 with the message; no process of the new pid
+//!   namespace survives; the image is byte-identical; a clean restore of it
+//!   then passes.
+//!
+//! `after-freeze` needs a cgroup freezer (containers): its test puts the
+//! tree into a freezer cgroup of its own and calls the engine in-process.
+//! Then the engine is SIGKILLed: in the middle of copying 1 GiB of memory
+//! (a real kill at a moment seen from outside), and at every fault point
+//! (`STASIS_FAULT_SLEEP=<point>` pauses there): the tree must run on
+//! untraced and pass its checks, a killed restore must leave nothing.
+//! Finally, a dump never overwrites or follows what is already in the
+//! image directory.
+//!
+//! The programs are the zdtm suite's (`zdtm/`, protocol in its README) and
+//! `faults/bigmem.c`. The test process is a child subreaper, so whatever a
+//! failed restore leaves behind ends up among its descendants, where the
+//! tests look for it. Tests take a lock and run one at a time.
+//!
+//! Run: `cargo build --release`, then
+//! `cargo test --release -p stasis-integration --test faults -- --test-threads=1`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use stasis_checkpoint::error::{DUMP_FAULT_POINTS, RESTORE_FAULT_POINTS};
+use stasis_checkpoint::freezer::Freezer;
+use stasis_integration::zdtm::{
+    alive, become_subreaper, find_prog, kill, read_lossy, Prog, Run, StasisOutcome,
+};
+
+/// Self-checking program with `<dir>/mib` MiB of private memory.
+static BIGMEM: Prog = Prog {
+    name: "bigmem",
+    static_link: true,
+    cflags: &[],
+    corruptions: &["pattern", "counter"],
+    dir: "faults",
+};
+
+fn work_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults")
+}
+
+/// The tests spawn trees, adopt orphans and set environment variables for
+/// in-process engine calls: one at a time, whatever --test-threads says.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    become_subreaper();
+    g
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs `body` on a fresh [`Run`]; on error, panics with the run's report
+/// (steps, logs, stasis output, processes) after cleaning up.
+fn with_run(prog: &'static Prog, label: &str, body: impl FnOnce(&mut Run) -> Result<(), String>) {
+    let mut run = Run::new(prog, label, "", &work_dir());
+    if let Err(e) = body(&mut run) {
+        let report = run.report(&e);
+        drop(run);
+        panic!("{report}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the tests look at
+
+fn numbers_in(path: &str) -> Vec<i32> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn threads_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// `pid` and all its descendants (children of every thread, recursively).
+fn tree_of(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        if !out.insert(p) {
+            continue;
+        }
+        for t in threads_of(p) {
+            queue.extend(numbers_in(&format!("/proc/{p}/task/{t}/children")));
+        }
+    }
+    out
+}
+
+/// Our descendants that are not zombies.
+fn live_descendants() -> BTreeSet<i32> {
+    let me = std::process::id() as i32;
+    tree_of(me).into_iter().filter(|&p| p != me && alive(p)).collect()
+}
+
+fn status_field(path: &str, field: &str) -> Option<String> {
+    let s = fs::read_to_string(path).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).map(|v| v.trim().to_string())
+}
+
+/// The tree rooted at `root` has exactly the processes `expect`, and no
+/// thread of it is traced, stopped or dead. Allows a second for threads
+/// to leave a ptrace stop they were just released from.
+fn check_tree_runs(root: i32, expect: &BTreeSet<i32>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let mut bad = Vec::new();
+        let now = tree_of(root);
+        if &now != expect {
+            bad.push(format!("the tree's processes changed: {expect:?} -> {now:?}"));
+        }
+        for &pid in &now {
+            let threads = threads_of(pid);
+            if threads.is_empty() {
+                bad.push(format!("process {pid} is gone"));
+            }
+            for tid in threads {
+                let st = format!("/proc/{pid}/task/{tid}/status");
+                let tracer = status_field(&st, "TracerPid");
+                let state = status_field(&st, "State");
+                if tracer.as_deref() != Some("0") {
+                    bad.push(format!("thread {tid} of {pid} is traced (TracerPid {tracer:?})"));
+                }
+                if let Some(s) = &state {
+                    if ["t", "T", "Z", "X"].iter().any(|c| s.starts_with(c)) {
+                        bad.push(format!("thread {tid} of {pid} is in state {s}"));
+                    }
+                }
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(bad.join("; "));
+        }
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every thread of the tree is traced by `tracer` (the dump holds it).
+fn tree_traced_by(root: i32, tracer: i32) -> bool {
+    tree_of(root).iter().all(|&pid| {
+        threads_of(pid).iter().all(|t| {
+            status_field(&format!("/proc/{pid}/task/{t}/status"), "TracerPid") == Some(tracer.to_string())
+        })
+    })
+}
+
+fn dir_names(dir: &Path) -> Result<Vec<String>, String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| format!("read {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// A failed dump removes what it wrote: the image directory is empty.
+fn expect_no_image(dir: &Path) -> Result<(), String> {
+    let names = dir_names(dir)?;
+    if !names.is_empty() {
+        return Err(format!("a failed dump left files in {}: {names:?}", dir.display()));
+    }
+    Ok(())
+}
+
+/// A dump that was killed may leave partial files, never inventory.img.
+fn expect_incomplete(dir: &Path) -> Result<(), String> {
+    let names = dir_names(dir)?;
+    if names.iter().any(|n| n == "inventory.img") {
+        return Err(format!("a killed dump left a complete-looking image: {names:?}"));
+    }
+    Ok(())
+}
+
+fn clear_dir(dir: &Path) -> Result<(), String> {
+    for n in dir_names(dir)? {
+        fs::remove_file(dir.join(&n)).map_err(|e| format!("remove {n}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Name -> (mode, length, content hash) of every file in `dir`.
+fn digest(dir: &Path) -> Result<BTreeMap<String, (u32, u64, u64)>, String> {
+    let mut out = BTreeMap::new();
+    for n in dir_names(dir)? {
+        let p = dir.join(&n);
+        let md = fs::symlink_metadata(&p).map_err(|e| format!("stat {n}: {e}"))?;
+        let bytes = fs::read(&p).map_err(|e| format!("read {n}: {e}"))?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        out.insert(n, (md.mode(), md.len(), h.finish()));
+    }
+    Ok(out)
+}
+
+/// A successful dump's image: directory 0700, every file 0600.
+fn expect_private(dir: &Path) -> Result<(), String> {
+    let mode = fs::metadata(dir).map_err(|e| e.to_string())?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        return Err(format!("image directory has mode {mode:o}, expected 700"));
+    }
+    let names = dir_names(dir)?;
+    for f in ["pages.img", "tree.img", "inventory.img"] {
+        if !names.iter().any(|n| n == f) {
+            return Err(format!("the image lacks {f}: {names:?}"));
+        }
+    }
+    for n in names {
+        let md = fs::symlink_metadata(dir.join(&n)).map_err(|e| e.to_string())?;
+        if !md.file_type().is_file() || md.mode() & 0o7777 != 0o600 {
+            return Err(format!("image file {n}: {:?} mode {:o}, expected a regular file 600", md.file_type(), md.mode() & 0o7777));
+        }
+    }
+    Ok(())
+}
+
+/// Exit status 1 and `want` on stderr.
+fn expect_failure(o: &StasisOutcome, want: &str) -> Result<(), String> {
+    if o.status.code() != Some(1) || !o.stderr.contains(want) {
+        return Err(format!(
+            "expected exit status 1 and {want:?} on stderr; got {} with stderr {:?}",
+            o.status,
+            o.stderr.trim_end()
+        ));
+    }
+    Ok(())
+}
+
+fn expect_fault(o: &StasisOutcome, point: &str) -> Result<(), String> {
+    expect_failure(o, &format!("injected fault at {point}"))
+}
+
+/// No descendant of ours outside `before` is alive (waits up to `grace`).
+fn expect_no_new_processes(run: &mut Run, before: &BTreeSet<i32>, grace: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let new: Vec<i32> = live_descendants().difference(before).copied().collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let mut snap = String::new();
+            for &p in &new {
+                stasis_integration::zdtm::proc_snapshot(p, 0, &mut snap);
+                // Make sure the report's cleanup takes them down.
+                run.pids.push(p);
+            }
+            return Err(format!("processes left by the failed restore: {new:?}\n{snap}"));
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// After a failed dump: the retry. With `kill`, a killing dump, restore
+/// and PASS of the restored tree; otherwise a `--leave-running` dump, PASS
+/// of the original, restore and PASS again.
+fn retry_dump(run: &mut Run, pid: i32, tree: &BTreeSet<i32>, kill: bool) -> Result<(), String> {
+    clear_dir(&run.img)?;
+    if kill {
+        run.dump(pid, false)?;
+        expect_private(&run.img)?;
+        run.wait_unshare().map_err(|e| format!("original tree still alive after the retry: {e}"))?;
+        run.pids.retain(|&p| p != pid);
+    } else {
+        run.dump(pid, true)?;
+        expect_private(&run.img)?;
+        check_tree_runs(pid, tree).map_err(|e| format!("after the --leave-running retry: {e}"))?;
+        run.expect_pass(pid, "original")?;
+        run.reap(pid, "original")?;
+        run.wait_unshare()?;
+        fs::remove_file(run.state.join("result")).map_err(|e| e.to_string())?;
+    }
+    let rpid = run.restore()?;
+    run.expect_pass(rpid, "restored root")?;
+    run.reap(rpid, "restored root")
+}
+
+// ---------------------------------------------------------------------------
+// Dump fault points
+
+fn dump_fault_run(run: &mut Run, point: &str, kill_retry: bool) -> Result<(), String> {
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    let args = run.dump_args(pid, false);
+    let o = run.stasis_outcome("dump-fault", &strs(&args), &[("STASIS_FAULT", point)])?;
+    expect_fault(&o, point)?;
+    check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump: {e}"))?;
+    expect_no_image(&run.img)?;
+    if run.state.join("result").exists() {
+        return Err("the program wrote a result during the failed dump".into());
+    }
+    retry_dump(run, pid, &tree, kill_retry)
+}
+
+/// pipe_data (pipe contents peeked, a child blocked in read) retried with
+/// --leave-running; shm_kinds (anonymous shared, memfd, SysV) retried with
+/// a killing dump.
+fn dump_fault(point: &str) {
+    let _g = serial();
+    with_run(find_prog("pipe_data"), &format!("dump-{point}"), |run| dump_fault_run(run, point, false));
+    with_run(find_prog("shm_kinds"), &format!("dump-{point}"), |run| dump_fault_run(run, point, true));
+}
+
+/// Same, with --leave-running: one tree, every point it can reach.
+fn leave_running_faults(run: &mut Run) -> Result<(), String> {
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    for &point in DUMP_FAULT_POINTS.iter().filter(|p| !["after-freeze", "before-kill"].contains(p)) {
+        let args = run.dump_args(pid, true);
+        let o = run.stasis_outcome(&format!("dump-fault-{point}"), &strs(&args), &[("STASIS_FAULT", point)])?;
+        expect_fault(&o, point)?;
+        check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump at {point}: {e}"))?;
+        expect_no_image(&run.img)?;
+    }
+    retry_dump(run, pid, &tree, false)
+}
+
+// ---------------------------------------------------------------------------
+// Freezer (container) dumps, in-process
+
+/// A freezer cgroup of our own (v1 `freezer` if mounted, else v2), removed
+/// on drop after moving its processes back to the root.
+struct Cgroup {
+    freezer: Freezer,
+}
+
+impl Cgroup {
+    fn new() -> Result<Cgroup, String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("stasis-faults-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mounts = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let mount = |fstype: &str, opt: Option<&str>| {
+            mounts.lines().find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                let mnt = pre.split_whitespace().nth(4)?;
+                let mut f = post.split_whitespace();
+                let ok = f.next()? == fstype && opt.is_none_or(|o| f.nth(1).is_some_and(|x| x.split(',').any(|y| y == o)));
+                ok.then(|| PathBuf::from(mnt))
+            })
+        };
+        let freezer = if let Some(m) = mount("cgroup", Some("freezer")) {
+            Freezer::V1(m.join(name))
+        } else if let Some(m) = mount("cgroup2", None) {
+            Freezer::V2(m.join(name))
+        } else {
+            return Err("no cgroup freezer mounted".into());
+        };
+        fs::create_dir(freezer.dir()).map_err(|e| format!("mkdir {}: {e}", freezer.dir().display()))?;
+        Ok(Cgroup { freezer })
+    }
+
+    fn add(&self, pid: i32) -> Result<(), String> {
+        fs::write(self.freezer.dir().join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("move {pid} into {}: {e}", self.freezer.dir().display()))
+    }
+
+    fn frozen(&self) -> bool {
+        self.freezer.is_frozen().unwrap_or(false)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = self.freezer.thaw();
+        let dir = self.freezer.dir();
+        let parent = dir.parent().expect("cgroup has a parent").join("cgroup.procs");
+        for p in numbers_in(&dir.join("cgroup.procs").to_string_lossy()) {
+            let _ = fs::write(&parent, p.to_string());
+        }
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// `stasis_checkpoint::dump` (killing mode) of `pid` with `STASIS_FAULT=point`.
+fn engine_dump(pid: i32, img: &Path, freezer: &Freezer, point: &str) -> stasis_checkpoint::Result<()> {
+    let opts = stasis_checkpoint::DumpOptions {
+        image_dir: img.to_path_buf(),
+        leave_running: false,
+        own_ipc_ns: false,
+        copy_threads: 2,
+        freezer: Some(freezer.clone()),
+        pre_copy: false,
+        pre_dump: false,
+        parent: None,
+    };
+    std::env::set_var("STASIS_FAULT", point);
+    let r = stasis_checkpoint::dump(pid, &opts).map(drop);
+    std::env::remove_var("STASIS_FAULT");
+    r
+}
+
+/// Puts a fresh tree of `prog` into its own freezer cgroup, then fails an
+/// in-process dump at each of `points`, with the cgroup thawed and (when
+/// `paused`) frozen beforehand: afterwards the cgroup is as it was, the
+/// tree untraced; finally a retry through the CLI works.
+fn freezer_faults(run: &mut Run, points: &[&str]) -> Result<(), String> {
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    let cg = Cgroup::new()?;
+    for &p in &tree {
+        cg.add(p)?;
+    }
+    for &point in points {
+        for paused in [false, true] {
+            let what = format!("fault at {point} ({})", if paused { "paused container" } else { "running container" });
+            if paused {
+                cg.freezer.freeze().map_err(|e| format!("freeze: {e}"))?;
+            }
+            run.step(format!("in-process dump, {what}"));
+            match engine_dump(pid, &run.img, &cg.freezer, point) {
+                Err(stasis_checkpoint::Error::Fault(p)) if p == point => {}
+                other => return Err(format!("{what}: expected the injected fault, got {other:?}")),
+            }
+            if cg.frozen() != paused {
+                return Err(format!("{what}: the cgroup is {}frozen afterwards", if paused { "not " } else { "" }));
+            }
+            if paused {
+                // Stopped by the freezer, but nobody may trace them.
+                for &p in &tree {
+                    for t in threads_of(p) {
+                        let tracer = status_field(&format!("/proc/{p}/task/{t}/status"), "TracerPid");
+                        if tracer.as_deref() != Some("0") {
+                            return Err(format!("{what}: thread {t} traced ({tracer:?})"));
+                        }
+                    }
+                }
+                cg.freezer.thaw().map_err(|e| format!("thaw: {e}"))?;
+            }
+            check_tree_runs(pid, &tree).map_err(|e| format!("{what}: {e}"))?;
+            expect_no_image(&run.img)?;
+        }
+    }
+    drop(cg);
+    retry_dump(run, pid, &tree, true)
+}
+
+// ---------------------------------------------------------------------------
+// Restore fault points
+
+fn restore_fault_run(run: &mut Run, point: &str) -> Result<(), String> {
+    let pid = run.start()?;
+    run.dump(pid, false)?;
+    run.wait_unshare()?;
+    run.pids.retain(|&p| p != pid);
+    let image = digest(&run.img)?;
+    let before = live_descendants();
+    let args = run.restore_args();
+    let o = run.stasis_outcome("restore-fault", &strs(&args), &[("STASIS_FAULT", point)])?;
+    expect_fault(&o, point)?;
+    if !o.stdout.trim().is_empty() {
+        return Err(format!("the failed restore printed a pid: {:?}", o.stdout));
+    }
+    expect_no_new_processes(run, &before, Duration::from_secs(3))?;
+    if digest(&run.img)? != image {
+        return Err("the failed restore changed the image".into());
+    }
+    let rpid = run.restore()?;
+    run.expect_pass(rpid, "restored root")?;
+    run.reap(rpid, "restored root")
+}
+
+fn restore_fault(point: &str) {
+    let _g = serial();
+    for prog in ["pipe_data", "shm_kinds"] {
+        with_run(find_prog(prog), &format!("restore-{point}"), |run| restore_fault_run(run, point));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SIGKILL
+
+/// Waits until `<label>.stderr` says the engine paused at `point`.
+fn wait_paused(run: &mut Run, label: &str, child: &mut std::process::Child, point: &str) -> Result<(), String> {
+    let err = run.dir.join(format!("{label}.stderr"));
+    let want = format!("stasis: pausing at {point}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read_lossy(&err).contains(&want) {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("stasis ended ({st}) before pausing at {point}: {}", read_lossy(&err)));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("stasis did not pause at {point}"));
+        }
+        sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn sigkill(run: &mut Run, child: &mut std::process::Child, what: &str) -> Result<(), String> {
+    kill(child.id() as i32, libc::SIGKILL).map_err(|e| format!("kill stasis: {e}"))?;
+    let st = child.wait().map_err(|e| e.to_string())?;
+    run.step(format!("SIGKILLed stasis {what}: {st}"));
+    use std::os::unix::process::ExitStatusExt;
+    if st.signal() != Some(libc::SIGKILL) {
+        return Err(format!("stasis {what} ended with {st} before the SIGKILL"));
+    }
+    Ok(())
+}
+
+/// A killed dump's leftovers are refused by restore, which starts nothing.
+fn expect_refused(run: &mut Run, label: &str, want: &str) -> Result<(), String> {
+    let before = live_descendants();
+    let args = run.restore_args();
+    let o = run.stasis_outcome(label, &strs(&args), &[])?;
+    expect_failure(&o, want)?;
+    expect_no_new_processes(run, &before, Duration::from_secs(1))
+}
+
+/// 1 GiB of memory; the dump is killed once it has written 64 MiB of it.
+fn sigkill_mid_copy(run: &mut Run) -> Result<(), String> {
+    fs::write(run.state.join("mib"), "1024").map_err(|e| e.to_string())?;
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    let args = run.dump_args(pid, false);
+    let mut child = run.stasis_spawn("dump-killed", &strs(&args), &[])?;
+    let pages = run.img.join("pages.img");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("the dump ended ({st}) before 64 MiB were copied: cannot kill it mid-copy"));
+        }
+        let written = fs::metadata(&pages).map(|m| m.blocks() * 512).unwrap_or(0);
+        if written >= 64 << 20 {
+            run.step(format!("pages.img has {} MiB allocated", written >> 20));
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("pages.img did not grow".into());
+        }
+        sleep(Duration::from_millis(1));
+    }
+    if !tree_traced_by(pid, child.id() as i32) {
+        return Err("the tree is not held by the dump while it copies".into());
+    }
+    sigkill(run, &mut child, "mid-copy")?;
+    check_tree_runs(pid, &tree).map_err(|e| format!("after the killed dump: {e}"))?;
+    expect_incomplete(&run.img)?;
+    expect_refused(run, "restore-incomplete", "inventory.img: missing")?;
+    run.expect_pass(pid, "original")?;
+    run.reap(pid, "original")
+}
+
+/// `STASIS_FAULT_SLEEP` at every dump point, killing and --leave-running
+/// dumps; SIGKILL during the pause.
+fn sigkill_dump_points(run: &mut Run) -> Result<(), String> {
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    for leave_running in [false, true] {
+        for &point in DUMP_FAULT_POINTS {
+            if point == "after-freeze" || (leave_running && point == "before-kill") {
+                continue;
+            }
+            clear_dir(&run.img)?;
+            let label = format!("dump-{point}{}", if leave_running { "-lr" } else { "" });
+            let args = run.dump_args(pid, leave_running);
+            let mut child = run.stasis_spawn(&label, &strs(&args), &[("STASIS_FAULT_SLEEP", point)])?;
+            wait_paused(run, &label, &mut child, point)?;
+            sigkill(run, &mut child, &format!("paused at {point}"))?;
+            check_tree_runs(pid, &tree).map_err(|e| format!("after {label} was killed: {e}"))?;
+            expect_incomplete(&run.img)?;
+        }
+    }
+    run.expect_pass(pid, "original")?;
+    run.reap(pid, "original")
+}
+
+/// `STASIS_FAULT_SLEEP` at every restore point; SIGKILL during the pause.
+fn sigkill_restore_points(run: &mut Run) -> Result<(), String> {
+    let pid = run.start()?;
+    run.dump(pid, false)?;
+    run.wait_unshare()?;
+    run.pids.retain(|&p| p != pid);
+    let image = digest(&run.img)?;
+    for &point in RESTORE_FAULT_POINTS {
+        let before = live_descendants();
+        let label = format!("restore-{point}");
+        let args = run.restore_args();
+        let mut child = run.stasis_spawn(&label, &strs(&args), &[("STASIS_FAULT_SLEEP", point)])?;
+        wait_paused(run, &label, &mut child, point)?;
+        sigkill(run, &mut child, &format!("paused at {point}"))?;
+        expect_no_new_processes(run, &before, Duration::from_secs(3))
+            .map_err(|e| format!("{label} killed: {e}"))?;
+        if digest(&run.img)? != image {
+            return Err(format!("{label} changed the image"));
+        }
+    }
+    let rpid = run.restore()?;
+    run.expect_pass(rpid, "restored root")?;
+    run.reap(rpid, "restored root")
+}
+
+// ---------------------------------------------------------------------------
+// Existing files and planted links in the image directory
+
+/// A dump into a directory holding an image file (or a link in its place)
+/// fails naming it, changes nothing there, and the tree runs on.
+fn refuse_existing(run: &mut Run) -> Result<(), String> {
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    let victim = run.dir.join("victim");
+    for name in ["pages.img", "tree.img", "inventory.img"] {
+        for planted in ["file", "link", "dangling link"] {
+            clear_dir(&run.img)?;
+            fs::write(&victim, b"victim").map_err(|e| e.to_string())?;
+            let target = run.img.join(name);
+            let want = match planted {
+                "file" => {
+                    fs::write(&target, b"precious").map_err(|e| e.to_string())?;
+                    format!("{name}: already exists (refusing to overwrite)")
+                }
+                "link" => {
+                    std::os::unix::fs::symlink(&victim, &target).map_err(|e| e.to_string())?;
+                    format!("{name}: is a symbolic link (refused)")
+                }
+                _ => {
+                    std::os::unix::fs::symlink(run.dir.join("nowhere"), &target).map_err(|e| e.to_string())?;
+                    format!("{name}: is a symbolic link (refused)")
+                }
+            };
+            let before = digest(&run.img)?;
+            let args = run.dump_args(pid, false);
+            let o = run.stasis_outcome(&format!("dump-{name}-{}", planted.replace(' ', "-")), &strs(&args), &[])?;
+            expect_failure(&o, &want).map_err(|e| format!("{planted} as {name}: {e}"))?;
+            check_tree_runs(pid, &tree).map_err(|e| format!("{planted} as {name}: {e}"))?;
+            let after_names = dir_names(&run.img)?;
+            if after_names != [name] {
+                return Err(format!("{planted} as {name}: the directory now holds {after_names:?}"));
+            }
+            if planted == "file" && digest(&run.img)? != before {
+                return Err(format!("{planted} as {name}: it was modified"));
+            }
+            let md = fs::symlink_metadata(&target).map_err(|e| e.to_string())?;
+            if planted != "file" && !md.file_type().is_symlink() {
+                return Err(format!("{planted} as {name}: the link was replaced"));
+            }
+            if fs::read(&victim).map_err(|e| e.to_string())? != b"victim" || run.dir.join("nowhere").exists() {
+                return Err(format!("{planted} as {name}: the dump wrote through the link"));
+            }
+        }
+    }
+    clear_dir(&run.img)?;
+    retry_dump(run, pid, &tree, true)
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+macro_rules! fault_tests {
+    (dump: $($d:ident => $dn:literal),* ; restore: $($r:ident => $rn:literal),* $(;)?) => {
+        const DUMP_TESTED: &[&str] = &[$($dn),*];
+        const RESTORE_TESTED: &[&str] = &[$($rn),*];
+        mod dump {
+            $( #[test] fn $d() { super::dump_fault($dn) } )*
+        }
+        mod restore {
+            $( #[test] fn $r() { super::restore_fault($rn) } )*
+        }
+    };
+}
+
+fault_tests!(
+    dump:
+        after_seize => "after-seize",
+        mid_fd => "mid-fd",
+        mid_dump => "mid-dump",
+        mid_memory => "mid-memory",
+        write_image => "write-image",
+        before_kill => "before-kill";
+    restore:
+        after_namespaces => "after-namespaces",
+        mid_tree => "mid-tree",
+        mid_memory => "mid-memory",
+        before_resume => "before-resume";
+);
+
+/// Every fault point the engine lists has its test here.
+#[test]
+fn every_fault_point_is_tested() {
+    let mut dump: Vec<&str> = DUMP_TESTED.iter().copied().chain(["after-freeze"]).collect();
+    dump.sort_unstable();
+    let mut listed = DUMP_FAULT_POINTS.to_vec();
+    listed.sort_unstable();
+    assert_eq!(dump, listed, "dump fault points and their tests differ");
+    let mut restore = RESTORE_TESTED.to_vec();
+    restore.sort_unstable();
+    let mut listed = RESTORE_FAULT_POINTS.to_vec();
+    listed.sort_unstable();
+    assert_eq!(restore, listed, "restore fault points and their tests differ");
+}
+
+/// `after-freeze` (containers only): in-process dumps of a tree in a
+/// freezer cgroup, running and paused.
+#[test]
+fn dump_after_freeze() {
+    let _g = serial();
+    with_run(find_prog("pipe_data"), "freeze-after-freeze", |run| freezer_faults(run, &["after-freeze"]));
+}
+
+/// Every other dump point with a freezer too: the cgroup is thawed (or
+/// stays frozen when it was) and the tree untraced.
+#[test]
+fn freezer_dump_faults() {
+    let _g = serial();
+    let points: Vec<&str> = DUMP_FAULT_POINTS.iter().copied().filter(|&p| p != "after-freeze").collect();
+    with_run(find_prog("pipe_data"), "freeze-all", |run| freezer_faults(run, &points));
+}
+
+#[test]
+fn leave_running_dump_faults() {
+    let _g = serial();
+    with_run(find_prog("pipe_data"), "lr-faults", leave_running_faults);
+}
+
+#[test]
+fn sigkill_dump_mid_copy() {
+    let _g = serial();
+    with_run(&BIGMEM, "sigkill-copy", sigkill_mid_copy);
+}
+
+#[test]
+fn sigkill_dump_at_every_point() {
+    let _g = serial();
+    with_run(find_prog("threads_tls"), "sigkill-dump", sigkill_dump_points);
+}
+
+#[test]
+fn sigkill_restore_at_every_point() {
+    let _g = serial();
+    with_run(find_prog("pipe_data"), "sigkill-restore", sigkill_restore_points);
+}
+
+#[test]
+fn dump_refuses_existing_files_and_links() {
+    let _g = serial();
+    with_run(find_prog("static_loop"), "existing", refuse_existing);
+}
+
+/// bigmem's checks can fail (its corruptions are detected), natively.
+#[test]
+fn bigmem_self_check() {
+    let _g = serial();
+    for kind in ["", "pattern", "counter"] {
+        with_run(&BIGMEM, &format!("bigmem-self{kind}"), |run| {
+            fs::write(run.state.join("mib"), "64").map_err(|e| e.to_string())?;
+            if !kind.is_empty() {
+                fs::write(run.state.join("corrupt"), format!("{kind}\n")).map_err(|e| e.to_string())?;
+            }
+            let pid = run.start()?;
+            let text = run.finish(pid, "program")?;
+            run.reap(pid, "program")?;
+            match (kind, text.as_str()) {
+                ("", "PASS\n") => Ok(()),
+                (k, t) if !k.is_empty() && t.starts_with("FAIL: ") => Ok(()),
+                (k, t) => Err(format!("corruption {k:?}: result {t:?}")),
+            }
+        });
+    }
+}

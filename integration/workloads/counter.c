@@ -1,0 +1,44 @@
+/* Test workload for container checkpoint/restore: a counter and a 4 MiB
+ * heap pattern derived from it, checked and rewritten every iteration.
+ * Every 100 ms it writes "iter=N pid=P errors=E" to the state file (atomic
+ * rename) and the same line to stdout. Built static by the tests. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define WORDS (1u << 20)
+#define GOLD 2654435761u
+
+int main(int argc, char **argv)
+{
+	const char *path = argc > 1 ? argv[1] : "/tmp/state";
+	char tmp[256];
+	unsigned *heap = malloc(WORDS * sizeof *heap);
+	unsigned long iter = 0, errors = 0;
+
+	if (!heap)
+		return 1;
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	/* A reader that went away must not kill us: stdout is best effort. */
+	signal(SIGPIPE, SIG_IGN);
+	for (unsigned j = 0; j < WORDS; j++)
+		heap[j] = j * GOLD;
+	for (;;) {
+		for (unsigned j = 0; j < WORDS; j++) {
+			if (heap[j] != ((j * GOLD) ^ (unsigned)iter))
+				errors++;
+			heap[j] = (j * GOLD) ^ (unsigned)(iter + 1);
+		}
+		iter++;
+		FILE *f = fopen(tmp, "w");
+		if (f) {
+			fprintf(f, "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
+			fclose(f);
+			rename(tmp, path);
+		}
+		printf("iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
+		fflush(stdout);
+		usleep(100000);
+	}
+}
