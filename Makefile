@@ -10,7 +10,7 @@ CARGO ?= cargo
 # workloads; jq: the demo.
 APT_PACKAGES := runc busybox-static gcc libc6-dev jq
 
-.PHONY: all deps build demo test clean
+.PHONY: all deps build demo test bench clean
 
 all: build
 
@@ -37,6 +37,11 @@ demo: deps build
 # Integration tests start real containers: root, and one at a time.
 test: deps build
 	$(CARGO) test --release --workspace -- --test-threads=1
+
+# Checkpoint/restore speed against runc+CRIU on the shared workloads and the
+# scaling series (needs ../shared/bench, or BENCH_DIR); BENCH_REPS=3 by default.
+bench: deps build
+	python3 bench/run.py
 
 clean:
 	$(CARGO) clean

@@ -320,9 +320,6 @@ fn dump_task(
         t.state = TaskState::Zombie { status: stat.exit_code };
         return Ok(t);
     }
-    if s.seccomp != 0 {
-        return Err(Error::Unsupported { pid: vpid, what: "a seccomp filter".into() });
-    }
     if st.stopped {
         t.state = TaskState::Stopped { signal: libc::SIGSTOP };
     }
@@ -343,10 +340,13 @@ fn dump_task(
         .ok_or_else(|| Error::Unsupported { pid: vpid, what: "a vdso without a syscall instruction".into() })?;
     for &tid in &st.tids {
         let ts = proc::Status::read(&format!("/proc/{pid}/task/{tid}/status")).ctx(|| format!("read status of thread {tid}"))?;
-        if ts.seccomp != 0 {
-            return Err(Error::Unsupported { pid: vpid, what: format!("a seccomp filter on thread {}", ids.ns(&ts.nspid)) });
+        let mut th = task::dump_thread_regs(pid, tid, ids.ns(&ts.nspid))?;
+        match ts.seccomp {
+            0 => {}
+            2 => th.seccomp = sys::ptrace::get_seccomp_filters(tid).ctx(|| format!("read seccomp filters of thread {tid}"))?,
+            _ => return Err(Error::Unsupported { pid: vpid, what: format!("strict seccomp mode on thread {}", th.tid) }),
         }
-        t.threads.push(task::dump_thread_regs(pid, tid, ids.ns(&ts.nspid))?);
+        t.threads.push(th);
     }
     t.shared_pending = sys::ptrace::peek_siginfo(pid, true).ctx(|| format!("read shared pending signals of {vpid}"))?;
     let mut rs = Vec::with_capacity(st.tids.len());

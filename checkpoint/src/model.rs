@@ -98,6 +98,9 @@ pub struct ThreadImage {
     pub robust_list: u64,
     pub robust_list_len: u64,
     pub comm: String,
+    /// Seccomp filter programs (raw `struct sock_filter` arrays), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seccomp: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

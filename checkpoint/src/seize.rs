@@ -45,7 +45,9 @@ fn seize_thread(tid: i32) -> Result<bool> {
 
 /// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`; false when the thread is gone.
 fn seize_nowait(tid: i32) -> Result<bool> {
-    match ptrace::seize(tid, ptrace::PTRACE_O_TRACESYSGOOD) {
+    // Seccomp is suspended for our tracees so a filter cannot refuse (or
+    // kill on) the syscalls we inject.
+    match ptrace::seize(tid, ptrace::PTRACE_O_TRACESYSGOOD | ptrace::PTRACE_O_SUSPEND_SECCOMP) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {

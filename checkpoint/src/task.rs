@@ -82,6 +82,7 @@ pub fn dump_thread_regs(pid: i32, tid: i32, vtid: i32) -> Result<ThreadImage> {
         robust_list,
         robust_list_len,
         comm,
+        seccomp: Vec::new(),
     })
 }
 

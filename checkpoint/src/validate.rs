@@ -424,6 +424,9 @@ fn check_task(
 }
 
 fn check_thread(who: &str, th: &ThreadImage) -> Result<(), ImageError> {
+    if th.seccomp.len() > 64 || th.seccomp.iter().any(|f| f.is_empty() || f.len() % 8 != 0 || f.len() > 4096 * 8) {
+        bail!("{who}: bad seccomp filters");
+    }
     if th.regs.len() != NREGS {
         bail!("{who}: {} registers (expected {NREGS})", th.regs.len());
     }
@@ -651,6 +654,7 @@ pub(crate) mod tests {
             robust_list: 0,
             robust_list_len: 24,
             comm: "t".into(),
+            seccomp: Vec::new(),
         }
     }
 

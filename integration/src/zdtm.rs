@@ -70,6 +70,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("file_maps", true, &[], &["private", "shared_copy"]),
     prog("shm_kinds", true, &[], &["unshare"]),
     prog("brk_heap", true, &[], &["brk", "pattern"]),
+    prog("seccomp", true, &[], &["filters"]),
 ];
 
 

@@ -93,6 +93,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("shm_kinds", Mode::LeaveRunning),
     ("brk_heap", Mode::Kill),
     ("brk_heap", Mode::LeaveRunning),
+    ("seccomp", Mode::Kill),
+    ("seccomp", Mode::LeaveRunning),
 ];
 
 
@@ -257,6 +259,7 @@ zdtm_tests!(
     file_maps,
     shm_kinds,
     brk_heap,
+    seccomp,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

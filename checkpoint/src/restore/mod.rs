@@ -350,7 +350,7 @@ fn seize_and_morph(
     for &i in list {
         let t = &tree.tasks[i];
         let pid = pid_of[&t.pid];
-        ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL).ctx(|| format!("seize stub {}", t.pid))?;
+        ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_SUSPEND_SECCOMP).ctx(|| format!("seize stub {}", t.pid))?;
         ptrace::interrupt(pid).ctx(|| format!("interrupt stub {}", t.pid))?;
     }
     for &i in list {

@@ -196,7 +196,8 @@ impl Morph<'_> {
         }
 
         // 7. Threads: the leader's per-thread state, then each other thread, created with its tid.
-        ptrace::set_options(pid, ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_EXITKILL).ctx(|| "set ptrace options".into())?;
+        ptrace::set_options(pid, ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_SUSPEND_SECCOMP)
+            .ctx(|| "set ptrace options".into())?;
         let mut remotes = vec![];
         let mut tids = vec![pid];
         for (i, th) in t.threads.iter().enumerate() {
@@ -220,6 +221,11 @@ impl Morph<'_> {
         }
         for rm in remotes.iter_mut() {
             restore_creds(rm, scratch, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
+        }
+        // Seccomp filters last of all (our later injections are not
+        // filtered: seccomp is suspended for tracees).
+        for (rm, th) in remotes.iter_mut().zip(&t.threads) {
+            install_seccomp(rm, scratch, &th.seccomp).map_err(|x| err(vpid, &format!("seccomp filters of thread {}", th.tid), x))?;
         }
         if t.dumpable != 1 {
             remotes[0].call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, t.dumpable as u64]).map_err(e("set dumpable"))?;
@@ -407,6 +413,26 @@ fn thread_state(r: &mut Remote, scratch: u64, th: &ThreadImage) -> std::io::Resu
         b.push(0);
         r.write_mem(scratch + 16384 + 64, &b)?;
         r.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, scratch + 16384 + 64])?;
+    }
+    Ok(())
+}
+
+/// Installs `filters` (oldest first) in the thread of `r`.
+fn install_seccomp(r: &mut Remote, scratch: u64, filters: &[Vec<u8>]) -> std::io::Result<()> {
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    for f in filters {
+        if f.len() % 8 != 0 || f.len() / 8 > 4096 || f.len() + 32 > (SCRATCH_LEN - 32768) as usize {
+            return Err(std::io::Error::other("bad seccomp filter"));
+        }
+        // struct sock_fprog { u16 len; (pad); struct sock_filter *filter }
+        let prog_at = scratch + 32768;
+        let insns_at = prog_at + 16;
+        let mut hdr = vec![0u8; 16];
+        hdr[..2].copy_from_slice(&((f.len() / 8) as u16).to_le_bytes());
+        hdr[8..].copy_from_slice(&insns_at.to_le_bytes());
+        r.write_mem(prog_at, &hdr)?;
+        r.write_mem(insns_at, f)?;
+        r.call(libc::SYS_seccomp, &[SECCOMP_SET_MODE_FILTER, 0, prog_at])?;
     }
     Ok(())
 }

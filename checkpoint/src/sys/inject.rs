@@ -7,6 +7,15 @@
 //! `orig_rax = -1` so the kernel's syscall-restart logic cannot rewind into
 //! the task's own interrupted syscall; all signals blocked while injecting
 //! so no handler runs; DF cleared; registers and mask restored afterwards.
+//!
+//! A single step ends in a SIGTRAP signal-delivery-stop. Should the tracer
+//! die while a thread sits there, the kernel restarts it *delivering* that
+//! SIGTRAP, which kills the process: a dump that is SIGKILLed (OOM killer,
+//! impatient user) would take the tree down with it. So [`Remote::finish`]
+//! (and an abandoned session's drop) parks the thread back in a
+//! `PTRACE_EVENT_STOP`, the stop `PTRACE_INTERRUPT` puts a seized thread
+//! in, from which a dying tracer's threads resume untouched. Only the few
+//! microseconds of an injected call remain exposed.
 
 use std::fs::File;
 use std::io;
@@ -29,6 +38,8 @@ pub struct Remote {
     /// Tid of the thread created by the last injected clone3, if any.
     pub last_clone: Option<i32>,
     done: bool,
+    /// A call was injected: the thread sits in the single step's SIGTRAP stop.
+    stepped: bool,
 }
 
 impl Remote {
@@ -39,7 +50,7 @@ impl Remote {
         let saved_mask = ptrace::get_sigmask(tid)?;
         ptrace::set_sigmask(tid, !0u64)?;
         let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/task/{tid}/mem"))?;
-        Ok(Remote { tid, saved, saved_mask, syscall_ip, mem, last_clone: None, done: false })
+        Ok(Remote { tid, saved, saved_mask, syscall_ip, mem, last_clone: None, done: false, stepped: false })
     }
 
     pub fn saved_regs(&self) -> &Regs {
@@ -72,6 +83,7 @@ impl Remote {
         r.eflags &= !0x400; // DF
         ptrace::set_regs(self.tid, &r)?;
         ptrace::singlestep(self.tid)?;
+        self.stepped = true;
         loop {
             match ptrace::wait(self.tid)? {
                 Stop::Stopped { sig: libc::SIGTRAP, event: ptrace::PTRACE_EVENT_CLONE } => {
@@ -116,11 +128,35 @@ impl Remote {
         self.mem.read_exact_at(buf, addr)
     }
 
-    /// Ends the session, putting the thread's own registers and mask back.
+    /// Ends the session, putting the thread's own registers and mask back
+    /// and the thread in a `PTRACE_EVENT_STOP` (see the module doc).
     pub fn finish(mut self) -> io::Result<()> {
         self.done = true;
         ptrace::set_regs(self.tid, &self.saved)?;
-        ptrace::set_sigmask(self.tid, self.saved_mask)
+        ptrace::set_sigmask(self.tid, self.saved_mask)?;
+        self.park()
+    }
+
+    /// From the single step's SIGTRAP signal-delivery-stop into an interrupt
+    /// stop: resumed with the SIGTRAP discarded and a `PTRACE_INTERRUPT`
+    /// pending, the thread traps before it could run or dequeue a signal.
+    fn park(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.stepped) {
+            return Ok(()); // still in the stop the session started in
+        }
+        ptrace::interrupt(self.tid)?;
+        ptrace::cont(self.tid, 0)?;
+        loop {
+            match ptrace::wait(self.tid)? {
+                Stop::Stopped { event: ptrace::PTRACE_EVENT_STOP, .. } => return Ok(()),
+                // Not expected (the pending trap comes first); deliver, as seizing does.
+                Stop::Stopped { sig, .. } => ptrace::cont(self.tid, sig)?,
+                Stop::Exited(c) => return Err(io::Error::other(format!("thread {} exited ({c}) after injection", self.tid))),
+                Stop::Signaled(s) => {
+                    return Err(io::Error::other(format!("thread {} killed by signal {s} after injection", self.tid)))
+                }
+            }
+        }
     }
 
     /// Ends the session without restoring anything (the caller sets the
@@ -136,6 +172,7 @@ impl Drop for Remote {
         if !self.done {
             let _ = ptrace::set_regs(self.tid, &self.saved);
             let _ = ptrace::set_sigmask(self.tid, self.saved_mask);
+            let _ = self.park();
         }
     }
 }

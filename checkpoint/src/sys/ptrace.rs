@@ -177,6 +177,28 @@ pub struct RseqConfig {
     pub pad: u32,
 }
 
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+
+/// The seccomp filters of `tid`, oldest first (each a raw array of
+/// 8-byte `struct sock_filter`).
+pub fn get_seccomp_filters(tid: i32) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for index in 0..1024usize {
+        // First ask for the length (in instructions), then the program.
+        let n = match req(PTRACE_SECCOMP_GET_FILTER, tid, index, 0) {
+            Ok(n) => n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n * 8];
+        req(PTRACE_SECCOMP_GET_FILTER, tid, index, buf.as_mut_ptr() as usize)?;
+        out.push(buf);
+    }
+    // Index 0 is the most recently installed filter.
+    out.reverse();
+    Ok(out)
+}
+
 pub fn get_rseq(tid: i32) -> io::Result<RseqConfig> {
     let mut c = RseqConfig::default();
     req(PTRACE_GET_RSEQ_CONFIGURATION, tid, std::mem::size_of::<RseqConfig>(), &mut c as *mut _ as usize)?;

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""`make bench`: stasis against runc+CRIU on the shared workloads, plus the
+scaling series (memory 256 MiB..4 GiB, trees of 50..800 processes).
+
+Drives every runtime through the runc command line with the shared harness
+(../shared/bench/bench.py, or $BENCH_DIR/bench.py), so both are measured the
+same way in one run. runc+CRIU is measured only when `criu check` passes on
+this kernel (Debian 12's CRIU 3.17 fails on kernel 6.13+); otherwise the
+ratios use the reference figures of runc 1.1.5 + CRIU 4.2 measured on a
+machine of this kind (shared/bench/README.md).
+
+  bench/run.py [--reps N] [--only NAME ...] [--no-scaling] [--json FILE]
+"""
+import argparse, importlib.util, json, os, shutil, statistics, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.environ.get("BENCH_DIR", os.path.join(os.path.dirname(ROOT), "shared", "bench"))
+STASIS = os.environ.get("STASIS", os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/stasis"))
+
+# runc 1.1.5 + CRIU 4.2, median of 3 (shared/bench/README.md); downtime is
+# the lower bound of the range given there.
+REFERENCE = {
+    "loop": (0.25, 0.18, 0.2, None),
+    "memhog256": (0.28, 0.47, 256, 270),
+    "memhog2048": (1.36, 1.45, 2050, 2400),
+    "tree200": (1.49, 0.64, 15, None),
+    "pipeline": (0.19, 0.20, 0.3, None),
+}
+
+SCALING = {
+    "memhog1024": (["/bin/memhog", "1024", "/tmp"], "memhog"),
+    "memhog4096": (["/bin/memhog", "4096", "/tmp"], "memhog"),
+    "tree50": (["/bin/tree", "50", "/tmp"], "tree"),
+    "tree800": (["/bin/tree", "800", "/tmp"], "tree"),
+}
+SERIES = ["memhog256", "memhog1024", "memhog2048", "memhog4096", "tree50", "tree200", "tree800"]
+
+
+def load_harness():
+    path = os.path.join(BENCH_DIR, "bench.py")
+    if not os.path.exists(path):
+        sys.exit("bench: %s not found (set BENCH_DIR)" % path)
+    spec = importlib.util.spec_from_file_location("shared_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.WORKLOADS.update(SCALING)
+    return mod
+
+
+def criu_works():
+    if not shutil.which("criu") or not shutil.which("runc"):
+        return False
+    r = subprocess.run(["criu", "check"], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, p=3):
+    return "-" if x is None else "%.*f" % (p, x)
+
+
+def ratio(ours, theirs):
+    return "-" if ours is None or theirs in (None, 0) else "%.2f" % (ours / theirs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    ap.add_argument("--only", action="append")
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root")
+    h = load_harness()
+    bins = h.build_workloads()
+    names = a.only or (list(REFERENCE) + ([] if a.no_scaling else [n for n in SERIES if n not in REFERENCE]))
+    with_criu = criu_works()
+    runtimes = [STASIS] + (["runc"] if with_criu else [])
+    rows = {}
+    for w in names:
+        for rt in runtimes:
+            r = h.run_one(rt, w, a.reps, bins)
+            print(json.dumps(r), flush=True)
+            rows[(w, rt)] = r
+    with open(a.json, "w") as f:
+        json.dump([r for r in rows.values()], f, indent=1)
+
+    base = "measured runc+CRIU" if with_criu else "reference runc 1.1.5 + CRIU 4.2 (no working criu here)"
+    print("\nstasis against %s; ratio = stasis / runc+CRIU (lower is better)\n" % base)
+    print("| workload | ckpt_s | rest_s | img_MiB | downtime_ms | verified | ckpt ratio | restore ratio | img ratio | downtime ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for w in names:
+        s = rows[(w, STASIS)]
+        ours = (med(s["ckpt_s"]), med(s["restore_s"]), med(s["image_mib"]), med(s["downtime_ms"]))
+        if with_criu:
+            c = rows[(w, "runc")]
+            theirs = (med(c["ckpt_s"]), med(c["restore_s"]), med(c["image_mib"]), med(c["downtime_ms"]))
+        else:
+            theirs = REFERENCE.get(w, (None, None, None, None))
+        print("| %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s |" % (
+            w, fmt(ours[0]), fmt(ours[1]), fmt(ours[2], 1), fmt(ours[3], 1), s["verified"], s["reps"],
+            ratio(ours[0], theirs[0]), ratio(ours[1], theirs[1]), ratio(ours[2], theirs[2]), ratio(ours[3], theirs[3])))
+    bad = [w for w in names if rows[(w, STASIS)]["verified"] != rows[(w, STASIS)]["reps"]]
+    if bad:
+        print("\nnot verified on every repetition: %s" % ", ".join(bad))
+        for w in bad:
+            print("  %s: %s" % (w, rows[(w, STASIS)]["errors"][:3]))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
