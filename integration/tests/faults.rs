@@ -473,6 +473,41 @@ fn freezer_faults(run: &mut Run, points: &[&str]) -> Result<(), String> {
     retry_dump(run, pid, &tree, true)
 }
 
+/// A real error half-way through seizing a frozen cgroup (a process in it
+/// outside the tree, as an exec session would be): the dump fails naming
+/// it and leaves the tree thawed and untraced.
+fn freezer_foreign_process(run: &mut Run) -> Result<(), String> {
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    let cg = Cgroup::new()?;
+    for &p in &tree {
+        cg.add(p)?;
+    }
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .map_err(|e| format!("spawn sleep: {e}"))?;
+    let spid = stranger.id() as i32;
+    let r = (|| {
+        cg.add(spid)?;
+        run.step(format!("in-process dump with a foreign process {spid} in the cgroup"));
+        match engine_dump(pid, &run.img, &cg.freezer, "") {
+            Err(stasis_checkpoint::Error::Unsupported { pid: p, .. }) if p == spid => {}
+            other => return Err(format!("expected the foreign process to be refused, got {other:?}")),
+        }
+        if cg.frozen() {
+            return Err("the cgroup is left frozen".into());
+        }
+        check_tree_runs(pid, &tree).map_err(|e| format!("after the refused dump: {e}"))?;
+        expect_no_image(&run.img)
+    })();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    r?;
+    drop(cg);
+    retry_dump(run, pid, &tree, true)
+}
+
 // ---------------------------------------------------------------------------
 // Restore fault points
 
@@ -750,6 +785,12 @@ fn freezer_dump_faults() {
     let _g = serial();
     let points: Vec<&str> = DUMP_FAULT_POINTS.iter().copied().filter(|&p| p != "after-freeze").collect();
     with_run(find_prog("pipe_data"), "freeze-all", |run| freezer_faults(run, &points));
+}
+
+#[test]
+fn freezer_dump_refuses_foreign_process() {
+    let _g = serial();
+    with_run(find_prog("pipe_data"), "freeze-foreign", freezer_foreign_process);
 }
 
 #[test]

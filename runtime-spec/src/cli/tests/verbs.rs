@@ -217,6 +217,17 @@ fn engine_verbs() {
         pid: 42,
         image_path: "/img".into(),
         leave_running: true,
+        pre_dump: false,
+        parent_path: None,
+    };
+    assert_eq!(a, Ok(Action::TreeDump(want)));
+    let a = action(&["tree", "dump", "--pid=7", "--image-path", "/b", "--pre-dump", "-parent-path", "../a"]);
+    let want = TreeDumpOpts {
+        pid: 7,
+        image_path: "/b".into(),
+        leave_running: false,
+        pre_dump: true,
+        parent_path: Some("../a".into()),
     };
     assert_eq!(a, Ok(Action::TreeDump(want)));
     let a = action(&["tree", "restore", "-image-path", "/img"]);
