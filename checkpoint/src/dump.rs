@@ -200,6 +200,10 @@ fn collect(
     let mut tasks = Vec::with_capacity(seized.tasks.len());
     let mut stats = DumpStats { tasks: seized.tasks.len(), ..Default::default() };
     let mut vdso_sum = None;
+    let locks = proc::lock_holders().ctx(|| "read /proc/locks".into())?;
+    if let Some(t) = seized.tasks.iter().find(|t| locks.contains(&t.pid)) {
+        return Err(Error::Unsupported { pid: ids.vpid[&t.pid], what: "a file lock (flock or POSIX lock)".into() });
+    }
     for (i, st) in seized.tasks.iter().enumerate() {
         let ppid = if i == 0 { 0 } else { ids.vpid.get(&st.status.ppid).copied().unwrap_or(0) };
         let t = dump_task(st, ppid, &ids, &mut files, &mut shm, w, &mut copier, &mut vdso_sum, pre)?;

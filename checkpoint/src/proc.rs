@@ -227,6 +227,17 @@ pub fn maps(pid: i32) -> io::Result<Vec<MapEntry>> {
     text.lines().map(|l| parse_map_line(l).ok_or_else(|| bad("maps", &path))).collect()
 }
 
+/// Pids holding a file lock (flock, POSIX, OFD), from `/proc/locks`.
+pub fn lock_holders() -> io::Result<std::collections::HashSet<i32>> {
+    let text = fs::read_to_string("/proc/locks")?;
+    // "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (OFD locks show pid -1).
+    Ok(text
+        .lines()
+        .filter(|l| !l.contains("->"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<i32>().ok())
+        .collect())
+}
+
 /// Thread ids of process `pid`.
 pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
     let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))?
