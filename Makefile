@@ -43,5 +43,20 @@ test: deps build
 bench: deps build
 	python3 bench/run.py
 
+# Fuzz the image decoder (checkpoint/fuzz, target `decode`) for FUZZ_SECONDS,
+# seeded with real images (checkpoint/fuzz/seeds); a crash fails the target
+# and leaves its input in checkpoint/fuzz/artifacts/decode/. cargo-fuzz
+# passes nightly-only flags (-Z sanitizer=address ...): RUSTC_BOOTSTRAP=1
+# accepts them on the stable toolchain. It also sets RUSTFLAGS, which
+# overrides the static linking of .cargo/config.toml (sanitizers cannot link
+# statically). libFuzzer itself is C++: g++ is installed if missing.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES=g++
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd checkpoint/fuzz && mkdir -p corpus/decode && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode corpus/decode seeds -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096
+
 clean:
 	$(CARGO) clean

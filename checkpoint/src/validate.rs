@@ -24,6 +24,10 @@ pub const PID_MAX: i32 = 4_194_304;
 /// Highest user-space address on x86-64 (4-level paging); the vsyscall
 /// page above it is never dumped.
 pub const USER_END: u64 = 0x0000_7fff_ffff_f000;
+/// Lowest address a mapping may start at: the kernel's default
+/// `vm.mmap_min_addr` (mapping page zero helps exploit kernel NULL
+/// dereferences; a restore running as root could do it).
+pub const USER_START: u64 = 0x1_0000;
 pub const NSIG: usize = 64;
 pub const SIGINFO_SIZE: usize = 128;
 pub const MAX_PENDING: usize = 1 << 16;
@@ -199,6 +203,12 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                 bail!("{who}: unknown seals {seals:#x}");
             }
         }
+        if let ShmemKind::SysV { shmid, mode, .. } = s.kind {
+            // shm_next_id takes the id; shmget the permission bits (no flags).
+            if shmid < 0 || mode & !0o777 != 0 || s.size == 0 {
+                bail!("{who}: SysV segment id {shmid}, mode {mode:#o} or size {} invalid", s.size);
+            }
+        }
     }
 
     // Files, by id.
@@ -209,7 +219,10 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         if files.insert(f.id, f).is_some() {
             bail!("{who}: duplicate id");
         }
-        if f.flags & libc::O_ACCMODE == 3 || f.pos < 0 {
+        // The kernel drops O_CREAT, O_EXCL and O_TRUNC from an open file's
+        // flags: an image carrying them is forged.
+        let never = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
+        if f.flags & libc::O_ACCMODE == 3 || f.flags & never != 0 || f.pos < 0 {
             bail!("{who}: bad flags {:#o} or position {}", f.flags, f.pos);
         }
         let mut pipe = |id: u64,
@@ -249,6 +262,10 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                 check_blob_in(&who, data, pages_len)?;
                 if mode & !0o177777 != 0 {
                     bail!("{who}: bad mode {mode:#o}");
+                }
+                // Restore creates this file (briefly) from the image's bytes.
+                if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                    bail!("{who}: deleted file with set-id mode {mode:#o} (refused)");
                 }
             }
             FileKind::Directory { path } | FileKind::CharDevice { path, .. } => {
@@ -318,7 +335,33 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         }
         check_task(task, &who, &files, &shmem, pages_len)?;
     }
+    if let Some(root) = t.tasks.first().filter(|r| index.contains_key(&r.ppid)) {
+        bail!("task {}: the root's parent {} is a task of the image (a cycle)", root.pid, root.ppid);
+    }
+    // Groups and sessions led from inside the tree name a task of it (the
+    // dump writes 0 for those led from outside).
+    for task in &t.tasks {
+        for (what, id) in [("process group", task.pgid), ("session", task.sid)] {
+            if id != 0 && !index.contains_key(&id) {
+                bail!("task {}: {what} {id} is led by no task of the image", task.pid);
+            }
+        }
+    }
     Ok(())
+}
+
+/// Job-control stop signals: the only ones a process can be stopped by.
+const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// A raw wait status a zombie can have: exited with a code, or killed by a
+/// signal whose default action ends the process (optionally dumping core).
+fn valid_exit_status(status: i32) -> bool {
+    let sig = status & 0x7f;
+    if sig == 0 {
+        return status & !0xff00 == 0;
+    }
+    let harmless = [libc::SIGCHLD, libc::SIGCONT, libc::SIGURG, libc::SIGWINCH];
+    status & !0xff == 0 && sig <= NSIG as i32 && !STOP_SIGNALS.contains(&sig) && !harmless.contains(&sig)
 }
 
 fn check_task(
@@ -330,7 +373,10 @@ fn check_task(
 ) -> Result<(), ImageError> {
     check_name(who, &task.comm, MAX_COMM)?;
     match task.state {
-        TaskState::Zombie { .. } => {
+        TaskState::Zombie { status } => {
+            if !valid_exit_status(status) {
+                bail!("{who}: zombie with impossible exit status {status:#x}");
+            }
             if !task.threads.is_empty() || task.mm.is_some() || !task.fds.is_empty() {
                 bail!("{who}: zombie with threads, memory or fds");
             }
@@ -343,7 +389,7 @@ fn check_task(
         }
         TaskState::Running | TaskState::Stopped { .. } => {
             if let TaskState::Stopped { signal } = task.state {
-                if !(1..=NSIG as i32).contains(&signal) {
+                if !STOP_SIGNALS.contains(&signal) {
                     bail!("{who}: stopped by bad signal {signal}");
                 }
             }
@@ -468,6 +514,9 @@ fn check_mm(
             || v.pgoff % PAGE_SIZE != 0
         {
             bail!("{vw}: unaligned or empty (pgoff {:#x})", v.pgoff);
+        }
+        if v.start < USER_START {
+            bail!("{vw}: below {USER_START:#x} (vm.mmap_min_addr)");
         }
         if v.end > USER_END {
             bail!("{vw}: beyond user space ({USER_END:#x})");
@@ -1289,6 +1338,70 @@ pub(crate) mod tests {
         expect(|t| t.tasks[1].fs.umask = 0o1000, "umask");
         expect(|t| t.tasks[1].oom_score_adj = 1001, "oom_score_adj 1001");
         expect(|t| t.tasks[1].dumpable = 3, "dumpable 3");
+    }
+
+    #[test]
+    fn forged_values() {
+        fn zombie(t: &mut TreeImage, status: i32) {
+            t.tasks[2].state = TaskState::Zombie { status };
+        }
+        // Plausible exit statuses pass: exit codes, fatal signals, core dumps.
+        for status in [0, 1 << 8, 255 << 8, libc::SIGKILL, libc::SIGSEGV | 0x80, 64] {
+            let mut t = sample_tree();
+            zombie(&mut t, status);
+            validate(&t, PAGES_LEN).unwrap_or_else(|e| panic!("status {status:#x}: {e}"));
+        }
+        for status in [libc::SIGSTOP, libc::SIGCHLD, 0x7f, 65, 0x17f, -1, 1 << 16, (1 << 8) | 9] {
+            expect(|t| zombie(t, status), "task 3: zombie with impossible exit status");
+        }
+        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            let mut t = sample_tree();
+            t.tasks[1].state = TaskState::Stopped { signal: sig };
+            validate(&t, PAGES_LEN).unwrap();
+        }
+        expect(
+            |t| t.tasks[1].state = TaskState::Stopped { signal: libc::SIGKILL },
+            "task 2: stopped by bad signal 9",
+        );
+        expect(|t| t.tasks[0].ppid = 2, "task 1: the root's parent 2 is a task of the image (a cycle)");
+        expect(|t| t.tasks[1].pgid = 77, "task 2: process group 77 is led by no task of the image");
+        expect(|t| t.tasks[2].sid = 4, "task 3: session 4 is led by no task of the image");
+        for flag in [libc::O_CREAT, libc::O_EXCL, libc::O_TRUNC] {
+            expect(|t| t.files[4].flags |= flag, "file 14: bad flags");
+        }
+        expect(
+            |t| {
+                t.files[4].kind = FileKind::Unlinked {
+                    path: "/tmp/x".into(),
+                    mode: 0o104755,
+                    data: blob(0, 1),
+                }
+            },
+            "file 14: deleted file with set-id mode 0o104755 (refused)",
+        );
+        let sysv = |shmid: i32, mode: u32| ShmemImage {
+            id: 20,
+            size: 4096,
+            kind: ShmemKind::SysV { key: 1, shmid, mode, uid: 0, gid: 0 },
+            pages: vec![],
+        };
+        let mut t = sample_tree();
+        t.shmem.push(sysv(0, 0o600));
+        validate(&t, PAGES_LEN).unwrap();
+        expect(|t| t.shmem.push(sysv(-1, 0o600)), "shmem 20: SysV segment id -1");
+        expect(|t| t.shmem.push(sysv(3, 0o4600)), "mode 0o4600");
+        expect(
+            |t| {
+                let mut s = sysv(3, 0o600);
+                s.size = 0;
+                t.shmem.push(s)
+            },
+            "or size 0 invalid",
+        );
+        expect(
+            |t| mm(t, 1).vmas.insert(0, vma(0, 0x1000, VmaKind::Anon, vec![])),
+            "task 2: vma 0x0-0x1000: below 0x10000 (vm.mmap_min_addr)",
+        );
     }
 
     #[test]

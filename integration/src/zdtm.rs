@@ -756,3 +756,71 @@ impl Drop for Run {
         }
     }
 }
+// ---------------------------------------------------------------------------
+// Process trees seen from /proc (failure atomicity and hostile-image tests)
+
+fn numbers_in(path: &str) -> Vec<i32> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The threads of `pid`, sorted (empty when it is gone).
+pub fn threads_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// `pid` and all its descendants (children of every thread, recursively).
+pub fn tree_of(pid: i32) -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        if !out.insert(p) {
+            continue;
+        }
+        for t in threads_of(p) {
+            queue.extend(numbers_in(&format!("/proc/{p}/task/{t}/children")));
+        }
+    }
+    out
+}
+
+/// Our descendants that are not zombies. A child subreaper (see
+/// [`become_subreaper`]) adopts whatever its children leave behind, so
+/// this is where processes leaked by a failed stasis show up.
+pub fn live_descendants() -> std::collections::BTreeSet<i32> {
+    let me = std::process::id() as i32;
+    tree_of(me).into_iter().filter(|&p| p != me && alive(p)).collect()
+}
+
+/// Waits up to `grace` for every live descendant not in `before` to go;
+/// the survivors are added to `run.pids` (so cleanup kills them) and
+/// reported with a snapshot.
+pub fn expect_no_new_processes(
+    run: &mut Run,
+    before: &std::collections::BTreeSet<i32>,
+    grace: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let new: Vec<i32> = live_descendants().difference(before).copied().collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let mut snap = String::new();
+            for &p in &new {
+                proc_snapshot(p, 0, &mut snap);
+                run.pids.push(p);
+            }
+            return Err(format!("processes left behind: {new:?}\n{snap}"));
+        }
+        sleep(Duration::from_millis(20));
+    }
+}

@@ -6,6 +6,7 @@ mod cr;
 
 use std::fs;
 use std::path::Path;
+use std::process::Stdio;
 
 use cr::*;
 use stasis_integration::{unique_id, Runtime, TempDir};
@@ -14,41 +15,72 @@ use stasis_integration::{unique_id, Runtime, TempDir};
 #[track_caller]
 fn assert_checkpoint_files(image: &Path, work: &Path) {
     for f in ["inventory.img", "pages.img", "tree.img", "descriptors.json"] {
-        assert!(image.join(f).is_file(), "{f} missing in {}", image.display());
+        assert!(
+            image.join(f).is_file(),
+            "{f} missing in {}",
+            image.display()
+        );
     }
-    let fds: Vec<String> = serde_json::from_slice(&fs::read(image.join("descriptors.json")).unwrap()).unwrap();
+    let fds: Vec<String> =
+        serde_json::from_slice(&fs::read(image.join("descriptors.json")).unwrap()).unwrap();
     assert!(fds.len() == 3 && fds[1].starts_with("pipe:["), "{fds:?}");
     let log = fs::read_to_string(work.join("dump.log")).expect("dump.log");
     assert!(log.contains("dumped 1 processes"), "{log}");
     let stats = fs::read(work.join("stats-dump")).expect("stats-dump");
-    assert_eq!(stats[..8], [0x40, 0x59, 0x10, 0x55, 0x06, 0x33, 0x09, 0x57], "CRIU stats magics");
+    assert_eq!(
+        stats[..8],
+        [0x40, 0x59, 0x10, 0x55, 0x06, 0x33, 0x09, 0x57],
+        "CRIU stats magics"
+    );
     assert_eq!(stats[12], 0x0a, "stats_entry.dump");
 }
 
 #[test]
 fn checkpoint_and_restore_a_running_container() {
-    let (rt, bundle, dir) = (Runtime::stasis(), counter_bundle(), TempDir::new("stasis-ckpt"));
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        counter_bundle(),
+        TempDir::new("stasis-ckpt"),
+    );
     let id = unique_id("cr-run");
     let _guard = rt.adopt(&id);
     let mut run = run_counter(&rt, &bundle, &id);
     assert!(Progress::parse(&run.line()).is_some_and(|p| p.pid == 1));
     let (image, work) = (dir.path().join("img"), dir.path().join("work"));
 
-    let args = argv(&[&"checkpoint", &"--image-path", &image, &"--work-path", &work, &"--file-locks", &id]);
+    let args = argv(&[
+        &"checkpoint",
+        &"--image-path",
+        &image,
+        &"--work-path",
+        &work,
+        &"--file-locks",
+        &id,
+    ]);
     rt.exec(&args).ok();
     let at = progress(&bundle).expect("state");
     assert_checkpoint_files(&image, &work);
     let st = rt.exec(&["state", &id]);
-    assert!(st.code == 1 && st.stderr.contains("container does not exist"), "{st:?}");
+    assert!(
+        st.code == 1 && st.stderr.contains("container does not exist"),
+        "{st:?}"
+    );
     assert_gone(&rt, &id, &bundle);
-    assert_eq!(progress(&bundle), Some(at), "the counter ran on after the checkpoint");
+    assert_eq!(
+        progress(&bundle),
+        Some(at),
+        "the counter ran on after the checkpoint"
+    );
 
     // Restored with fresh stdout: the counter goes on from where it was,
     // as pid 1, its memory intact, writing to the new pipe.
     let mut restored = restore(&rt, &image, &bundle, &id, &[]);
     assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
     let first = Progress::parse(&restored.line()).expect("a counter line");
-    assert!(first.iter == at.iter || first.iter == at.iter + 1, "{first:?} after {at:?}");
+    assert!(
+        first.iter == at.iter || first.iter == at.iter + 1,
+        "{first:?} after {at:?}"
+    );
     assert_eq!((first.pid, first.errors), (1, 0));
     let later = wait_beyond(&bundle, at.iter + 3);
     assert_eq!((later.pid, later.errors), (1, 0));
@@ -61,7 +93,23 @@ fn checkpoint_and_restore_a_running_container() {
 
     // exec, kill, delete work on it; then nothing is left.
     let exec = rt.exec(&["exec", &id, "cat", "/tmp/state"]).ok();
-    assert!(Progress::parse(&exec.stdout).is_some_and(|p| p.iter > at.iter && p.pid == 1), "{exec:?}");
+    assert!(
+        Progress::parse(&exec.stdout).is_some_and(|p| p.iter > at.iter && p.pid == 1),
+        "{exec:?}"
+    );
+    // A restored container checkpoints again.
+    let again = dir.path().join("again");
+    rt.exec(&argv(&[
+        &"checkpoint",
+        &"--leave-running",
+        &"--image-path",
+        &again,
+        &id,
+    ]))
+    .ok();
+    assert!(again.join("inventory.img").is_file());
+    assert_eq!(rt.state(&id)["pid"], st["pid"]);
+    wait_beyond(&bundle, progress(&bundle).unwrap().iter);
     rt.exec(&["kill", &id, "KILL"]).ok();
     rt.wait_status(&id, "stopped", WAIT);
     rt.exec(&["delete", &id]).ok();
@@ -80,7 +128,10 @@ fn leave_running_keeps_it_running_and_the_image_restores_twice() {
     let pid0 = rt.state(&id0)["pid"].clone();
 
     // The default image path is $CWD/checkpoint.
-    let out = rt.command(&["checkpoint", "--leave-running", "--leave-running", &id0]).current_dir(dir.path()).output();
+    let out = rt
+        .command(&["checkpoint", "--leave-running", "--leave-running", &id0])
+        .current_dir(dir.path())
+        .output();
     assert!(out.unwrap().status.success());
     let image = dir.path().join("checkpoint");
     assert!(image.join("inventory.img").is_file());
@@ -91,12 +142,21 @@ fn leave_running_keeps_it_running_and_the_image_restores_twice() {
 
     // The same image, twice at once, under new ids and other bundles.
     let pid_file = dir.path().join("r1.pid");
-    let mut r1 = restore(&rt, &image, &b1, &id1, &["--pid-file", pid_file.to_str().unwrap()]);
+    let mut r1 = restore(
+        &rt,
+        &image,
+        &b1,
+        &id1,
+        &["--pid-file", pid_file.to_str().unwrap()],
+    );
     let mut r2 = restore(&rt, &image, &b2, &id2, &[]);
     assert_eq!((r1.code, r2.code), (0, 0), "{} / {}", r1.stderr, r2.stderr);
     for r in [&mut r1, &mut r2] {
         let p = Progress::parse(&r.line()).expect("a counter line");
-        assert!(p.iter >= at.iter && p.iter <= at.iter + 2 && p.pid == 1 && p.errors == 0, "{p:?} vs {at:?}");
+        assert!(
+            p.iter >= at.iter && p.iter <= at.iter + 2 && p.pid == 1 && p.errors == 0,
+            "{p:?} vs {at:?}"
+        );
     }
     let (p1, p2) = (wait_beyond(&b1, at.iter + 2), wait_beyond(&b2, at.iter + 2));
     assert_eq!((p1.errors, p2.errors, p1.pid, p2.pid), (0, 0, 1, 1));
@@ -113,21 +173,37 @@ fn leave_running_keeps_it_running_and_the_image_restores_twice() {
 
 #[test]
 fn a_paused_container_stays_paused_or_is_checkpointed_away() {
-    let (rt, bundle, dir) = (Runtime::stasis(), counter_bundle(), TempDir::new("stasis-ckpt"));
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        counter_bundle(),
+        TempDir::new("stasis-ckpt"),
+    );
     let id = unique_id("cr-pause");
     let _guard = rt.adopt(&id);
     let _run = run_counter(&rt, &bundle, &id);
     rt.exec(&["pause", &id]).ok();
     let lr = dir.path().join("lr");
-    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &lr, &id])).ok();
-    assert_eq!(rt.state(&id)["status"], "paused", "leave-running keeps a paused container paused");
+    rt.exec(&argv(&[
+        &"checkpoint",
+        &"--leave-running",
+        &"--image-path",
+        &lr,
+        &id,
+    ]))
+    .ok();
+    assert_eq!(
+        rt.state(&id)["status"],
+        "paused",
+        "leave-running keeps a paused container paused"
+    );
     assert_still(&bundle);
     rt.exec(&["resume", &id]).ok();
     let at = wait_beyond(&bundle, progress(&bundle).unwrap().iter);
 
     rt.exec(&["pause", &id]).ok();
     let image = dir.path().join("img");
-    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id]))
+        .ok();
     assert_gone(&rt, &id, &bundle);
     let mut r = restore(&rt, &image, &bundle, &id, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -138,7 +214,11 @@ fn a_paused_container_stays_paused_or_is_checkpointed_away() {
 
 #[test]
 fn refused_and_failed_checkpoints_leave_the_container_alone() {
-    let (rt, bundle, dir) = (Runtime::stasis(), counter_bundle(), TempDir::new("stasis-ckpt"));
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        counter_bundle(),
+        TempDir::new("stasis-ckpt"),
+    );
     let id = unique_id("cr-refuse");
     let _guard = rt.adopt(&id);
     let _run = run_counter(&rt, &bundle, &id);
@@ -149,18 +229,37 @@ fn refused_and_failed_checkpoints_leave_the_container_alone() {
         ("--lazy-pages", "--lazy-pages is not supported"),
         ("--pre-dump", "--pre-dump is not supported yet"),
         ("--parent-path=../p", "--parent-path is not supported yet"),
-        ("--page-server=127.0.0.1:1", "--page-server is not supported"),
+        (
+            "--page-server=127.0.0.1:1",
+            "--page-server is not supported",
+        ),
         ("--auto-dedup", "--auto-dedup is not supported"),
     ];
     for (flag, msg) in refused {
-        let mut args = argv(&[&"--log", &log, &"--log-format", &"json", &"checkpoint", &"--image-path", &image]);
+        let mut args = argv(&[
+            &"--log",
+            &log,
+            &"--log-format",
+            &"json",
+            &"checkpoint",
+            &"--image-path",
+            &image,
+        ]);
         args.extend([flag.into(), id.as_str().into()]);
         let out = rt.exec(&args);
         assert_eq!(out.code, 1, "{flag}: {out:?}");
         assert!(out.stderr.contains(msg), "{flag}: {out:?}");
-        let last = fs::read_to_string(&log).unwrap().lines().last().unwrap().to_string();
+        let last = fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
         let line: serde_json::Value = serde_json::from_str(&last).unwrap();
-        assert!(line["level"] == "error" && line["msg"].as_str().unwrap().contains(msg), "{last}");
+        assert!(
+            line["level"] == "error" && line["msg"].as_str().unwrap().contains(msg),
+            "{last}"
+        );
         assert!(!image.exists(), "{flag} created the image dir");
         let st = rt.state(&id);
         assert_eq!((&st["status"], &st["pid"]), (&"running".into(), &pid));
@@ -170,8 +269,13 @@ fn refused_and_failed_checkpoints_leave_the_container_alone() {
     let mut cmd = rt.command(&argv(&[&"checkpoint", &"--image-path", &image, &id]));
     let out = cmd.env("STASIS_FAULT", "mid-memory").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("injected fault at mid-memory"), "{out:?}");
-    assert!(fs::read_to_string(image.join("dump.log")).unwrap().contains("injected fault"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("injected fault at mid-memory"),
+        "{out:?}"
+    );
+    assert!(fs::read_to_string(image.join("dump.log"))
+        .unwrap()
+        .contains("injected fault"));
     assert!(!image.join("inventory.img").exists());
     let st = rt.state(&id);
     assert_eq!((&st["status"], &st["pid"]), (&"running".into(), &pid));
@@ -179,44 +283,148 @@ fn refused_and_failed_checkpoints_leave_the_container_alone() {
     assert_eq!((p.pid, p.errors), (1, 0));
 
     // Wrong states and missing containers, with runc's messages.
-    let missing = rt.exec(&["checkpoint", "--image-path", "/nonexistent/x", "no-such-container"]);
-    assert!(missing.code == 1 && missing.stderr.contains("container does not exist"), "{missing:?}");
+    let missing = rt.exec(&[
+        "checkpoint",
+        "--image-path",
+        "/nonexistent/x",
+        "no-such-container",
+    ]);
+    assert!(
+        missing.code == 1 && missing.stderr.contains("container does not exist"),
+        "{missing:?}"
+    );
     let created = unique_id("cr-created");
     let _g2 = rt.adopt(&created);
-    rt.exec(&argv(&[&"create", &"--bundle", &bundle.path(), &created])).ok();
+    // Not `exec`: the created container holds stdout/stderr open.
+    let mut create = rt.command(&argv(&[&"create", &"--bundle", &bundle.path(), &created]));
+    assert!(create
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
     let out = rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &created]));
-    assert!(out.stderr.contains("Container cannot be checkpointed in created state"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Container cannot be checkpointed in created state"),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn failed_restores_leave_nothing_behind() {
-    let (rt, bundle, dir) = (Runtime::stasis(), counter_bundle(), TempDir::new("stasis-ckpt"));
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        counter_bundle(),
+        TempDir::new("stasis-ckpt"),
+    );
     let id = unique_id("cr-fail");
     let _guard = rt.adopt(&id);
     let _run = run_counter(&rt, &bundle, &id);
     let image = dir.path().join("img");
-    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &image, &id])).ok();
+    rt.exec(&argv(&[
+        &"checkpoint",
+        &"--leave-running",
+        &"--image-path",
+        &image,
+        &id,
+    ]))
+    .ok();
 
     // Restoring onto an existing id is refused; the container is untouched.
     let pid = rt.state(&id)["pid"].clone();
     let r = restore(&rt, &image, &bundle, &id, &[]);
-    assert!(r.code == 1 && r.stderr.contains("already exists"), "{}", r.stderr);
-    assert_eq!((rt.state(&id)["status"].clone(), rt.state(&id)["pid"].clone()), ("running".into(), pid));
+    assert!(
+        r.code == 1 && r.stderr.contains("already exists"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        (
+            rt.state(&id)["status"].clone(),
+            rt.state(&id)["pid"].clone()
+        ),
+        ("running".into(), pid)
+    );
 
     // Engine failures at each restore stage: no container, no process, no state.
     let other = counter_bundle();
     for fault in ["mid-tree", "mid-memory", "before-resume"] {
         let new = unique_id("cr-fail");
         let _g = rt.adopt(&new);
-        let args = argv(&[&"restore", &"-d", &"--image-path", &image, &"--bundle", &other.path(), &new]);
+        let args = argv(&[
+            &"restore",
+            &"-d",
+            &"--image-path",
+            &image,
+            &"--bundle",
+            &other.path(),
+            &new,
+        ]);
         let r = detached_env(&rt, &args, &[("STASIS_FAULT", fault)]);
         assert_eq!(r.code, 1, "{fault}");
-        assert!(r.stderr.contains(&format!("injected fault at {fault}")), "{fault}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("injected fault at {fault}")),
+            "{fault}: {}",
+            r.stderr
+        );
         assert_gone(&rt, &new, &other);
     }
     // A missing image is refused before anything is created.
     let new = unique_id("cr-fail");
     let r = restore(&rt, &dir.path().join("nothing"), &other, &new, &[]);
-    assert!(r.code == 1 && r.stderr.contains("inventory.img"), "{}", r.stderr);
+    assert!(
+        r.code == 1 && r.stderr.contains("inventory.img"),
+        "{}",
+        r.stderr
+    );
     assert_gone(&rt, &new, &other);
+}
+
+#[test]
+fn a_foreground_restore_exits_with_the_container() {
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        counter_bundle(),
+        TempDir::new("stasis-ckpt"),
+    );
+    let id = unique_id("cr-fg");
+    let _guard = rt.adopt(&id);
+    let _run = run_counter(&rt, &bundle, &id);
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id]))
+        .ok();
+    let at = progress(&bundle).unwrap();
+
+    let mut child = rt
+        .command(&argv(&[
+            &"restore",
+            &"--image-path",
+            &image,
+            &"--bundle",
+            &bundle.path(),
+            &id,
+        ]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_beyond(&bundle, at.iter + 1);
+    assert_eq!(rt.state(&id)["status"], "running");
+    // (SIGTERM would be forwarded, but a pid-namespace init without a
+    // handler ignores it, as under `runc run`.)
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("the foreground restore did not exit with its container");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(128 + 9));
+    assert_gone(&rt, &id, &bundle);
 }

@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 use stasis_checkpoint::error::{DUMP_FAULT_POINTS, RESTORE_FAULT_POINTS};
 use stasis_checkpoint::freezer::Freezer;
 use stasis_integration::zdtm::{
-    alive, become_subreaper, find_prog, kill, read_lossy, Prog, Run, StasisOutcome,
+    become_subreaper, expect_no_new_processes, find_prog, kill, live_descendants, read_lossy,
+    threads_of, tree_of, Prog, Run, StasisOutcome,
 };
 
 /// Self-checking program with `<dir>/mib` MiB of private memory.
@@ -87,43 +88,6 @@ fn with_run(prog: &'static Prog, label: &str, body: impl FnOnce(&mut Run) -> Res
 
 // ---------------------------------------------------------------------------
 // What the tests look at
-
-fn numbers_in(path: &str) -> Vec<i32> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn threads_of(pid: i32) -> Vec<i32> {
-    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
-}
-
-/// `pid` and all its descendants (children of every thread, recursively).
-fn tree_of(pid: i32) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let mut queue = vec![pid];
-    while let Some(p) = queue.pop() {
-        if !out.insert(p) {
-            continue;
-        }
-        for t in threads_of(p) {
-            queue.extend(numbers_in(&format!("/proc/{p}/task/{t}/children")));
-        }
-    }
-    out
-}
-
-/// Our descendants that are not zombies.
-fn live_descendants() -> BTreeSet<i32> {
-    let me = std::process::id() as i32;
-    tree_of(me).into_iter().filter(|&p| p != me && alive(p)).collect()
-}
 
 fn status_field(path: &str, field: &str) -> Option<String> {
     let s = fs::read_to_string(path).ok()?;
@@ -269,27 +233,6 @@ fn expect_fault(o: &StasisOutcome, point: &str) -> Result<(), String> {
     expect_failure(o, &format!("injected fault at {point}"))
 }
 
-/// No descendant of ours outside `before` is alive (waits up to `grace`).
-fn expect_no_new_processes(run: &mut Run, before: &BTreeSet<i32>, grace: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + grace;
-    loop {
-        let new: Vec<i32> = live_descendants().difference(before).copied().collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let mut snap = String::new();
-            for &p in &new {
-                stasis_integration::zdtm::proc_snapshot(p, 0, &mut snap);
-                // Make sure the report's cleanup takes them down.
-                run.pids.push(p);
-            }
-            return Err(format!("processes left by the failed restore: {new:?}\n{snap}"));
-        }
-        sleep(Duration::from_millis(20));
-    }
-}
-
 /// After a failed dump: the retry. With `kill`, a killing dump, restore
 /// and PASS of the restored tree; otherwise a `--leave-running` dump, PASS
 /// of the original, restore and PASS again.
@@ -403,8 +346,9 @@ impl Drop for Cgroup {
         let _ = self.freezer.thaw();
         let dir = self.freezer.dir();
         let parent = dir.parent().expect("cgroup has a parent").join("cgroup.procs");
-        for p in numbers_in(&dir.join("cgroup.procs").to_string_lossy()) {
-            let _ = fs::write(&parent, p.to_string());
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for p in procs.split_whitespace() {
+            let _ = fs::write(&parent, p);
         }
         let _ = fs::remove_dir(dir);
     }
@@ -501,6 +445,8 @@ fn freezer_foreign_process(run: &mut Run) -> Result<(), String> {
         check_tree_runs(pid, &tree).map_err(|e| format!("after the refused dump: {e}"))?;
         expect_no_image(&run.img)
     })();
+    // A frozen v1 task does not die of SIGKILL until thawed.
+    let _ = cg.freezer.thaw();
     let _ = stranger.kill();
     let _ = stranger.wait();
     r?;
@@ -520,11 +466,14 @@ fn restore_fault_run(run: &mut Run, point: &str) -> Result<(), String> {
     let before = live_descendants();
     let args = run.restore_args();
     let o = run.stasis_outcome("restore-fault", &strs(&args), &[("STASIS_FAULT", point)])?;
+    if let Ok(pid) = o.stdout.trim().parse::<i32>() {
+        run.pids.push(pid); // restored after all: cleanup kills it
+    }
     expect_fault(&o, point)?;
     if !o.stdout.trim().is_empty() {
         return Err(format!("the failed restore printed a pid: {:?}", o.stdout));
     }
-    expect_no_new_processes(run, &before, Duration::from_secs(3))?;
+    expect_no_new_processes(run, &before, Duration::from_secs(3)).map_err(|e| format!("after the failed restore: {e}"))?;
     if digest(&run.img)? != image {
         return Err("the failed restore changed the image".into());
     }
@@ -576,6 +525,9 @@ fn expect_refused(run: &mut Run, label: &str, want: &str) -> Result<(), String> 
     let before = live_descendants();
     let args = run.restore_args();
     let o = run.stasis_outcome(label, &strs(&args), &[])?;
+    if let Ok(pid) = o.stdout.trim().parse::<i32>() {
+        run.pids.push(pid);
+    }
     expect_failure(&o, want)?;
     expect_no_new_processes(run, &before, Duration::from_secs(1))
 }

@@ -31,11 +31,18 @@ impl State {
     /// Parses the JSON that `runc state` prints.
     pub fn from_json(text: &str) -> anyhow::Result<Self> {
         let v: Value = serde_json::from_str(text).context("parse the runtime's state output")?;
-        let status = v["status"].as_str().context("state has no status")?.to_string();
+        let status = v["status"]
+            .as_str()
+            .context("state has no status")?
+            .to_string();
         let pid = v["pid"].as_i64().unwrap_or(0);
         let pid = i32::try_from(pid).with_context(|| format!("state has an invalid pid {pid}"))?;
         let bundle = PathBuf::from(v["bundle"].as_str().unwrap_or_default());
-        Ok(Self { status, pid, bundle })
+        Ok(Self {
+            status,
+            pid,
+            bundle,
+        })
     }
 }
 
@@ -51,7 +58,12 @@ impl<'a> Runtime<'a> {
     }
 
     /// `<runtime> [globals] verb args…`; `with_log: false` drops `--log*`.
-    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, verb: &str, args: &[S], with_log: bool) -> Command {
+    pub fn command<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        verb: &str,
+        args: &[S],
+        with_log: bool,
+    ) -> Command {
         let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
         let mut argv = delegate::argv(self.global, verb, &args);
         if !with_log {
@@ -109,7 +121,11 @@ impl<'a> Runtime<'a> {
         if out.status.success() {
             return Ok(());
         }
-        bail!("{} delete --force {id}: {}", self.name(), last_line(&String::from_utf8_lossy(&out.stderr)))
+        bail!(
+            "{} delete --force {id}: {}",
+            self.name(),
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        )
     }
 }
 
@@ -127,7 +143,12 @@ pub fn check(status: ExitStatus, what: &str) -> anyhow::Result<()> {
 /// The last non-empty line of a runtime's stderr, with runc's logrus
 /// `msg="…"` unwrapped when present.
 fn last_line(stderr: &str) -> String {
-    let line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     match line.split_once("msg=\"") {
         Some((_, rest)) => rest.trim_end_matches('"').to_string(),
         None => line.to_string(),
@@ -144,7 +165,14 @@ mod tests {
             r#"{"ociVersion":"1.0.2-dev","id":"c","pid":4242,"status":"paused","bundle":"/b","rootfs":"/b/rootfs","created":"2026-01-01T00:00:00Z","owner":""}"#,
         )
         .unwrap();
-        assert_eq!(s, State { status: "paused".into(), pid: 4242, bundle: "/b".into() });
+        assert_eq!(
+            s,
+            State {
+                status: "paused".into(),
+                pid: 4242,
+                bundle: "/b".into()
+            }
+        );
         let stopped = State::from_json(r#"{"status":"stopped","pid":0,"bundle":"/b"}"#).unwrap();
         assert_eq!(stopped.pid, 0);
         assert!(State::from_json("{}").is_err());

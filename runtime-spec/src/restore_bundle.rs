@@ -29,12 +29,19 @@ use crate::cli::GlobalOpts;
 pub const STATE_DIR: &str = "/run/stasis";
 
 /// The stub's argv: binary at fd 3, image dir at fd 4, control pipes at 5, 6.
-pub const STUB_ARGS: [&str; 5] = ["/proc/self/fd/3", "restore-stub", "/proc/self/fd/4", "5", "6"];
+pub const STUB_ARGS: [&str; 5] = [
+    "/proc/self/fd/3",
+    "restore-stub",
+    "/proc/self/fd/4",
+    "5",
+    "6",
+];
 
 /// fds 3.. passed to the container with `--preserve-fds`.
 pub const PRESERVED_FDS: u32 = 4;
 
 /// Every capability by name, CAP_CHOWN (0) … CAP_CHECKPOINT_RESTORE (40).
+#[rustfmt::skip]
 const ALL_CAPS: [&str; 41] = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
@@ -56,11 +63,19 @@ const KEPT_HOOKS: [&str; 3] = ["prestart", "createRuntime", "poststop"];
 /// gets every capability in `caps` (a mask by capability number: those the
 /// runtime can grant, see [`own_caps`]).
 pub fn rewrite_config(config: &mut Value, bundle: &Path, caps: u64) -> anyhow::Result<()> {
-    let obj = config.as_object_mut().context("config.json is not a JSON object")?;
+    let obj = config
+        .as_object_mut()
+        .context("config.json is not a JSON object")?;
 
     // Paths relative to the bundle must survive the move to another bundle.
-    let root = obj.get_mut("root").and_then(Value::as_object_mut).context("config.json has no root")?;
-    let root_path = root.get("path").and_then(Value::as_str).context("config.json has no root.path")?;
+    let root = obj
+        .get_mut("root")
+        .and_then(Value::as_object_mut)
+        .context("config.json has no root")?;
+    let root_path = root
+        .get("path")
+        .and_then(Value::as_str)
+        .context("config.json has no root.path")?;
     root.insert("path".into(), absolute(bundle, root_path).into());
     if let Some(mounts) = obj.get_mut("mounts").and_then(Value::as_array_mut) {
         for m in mounts.iter_mut().filter(|m| is_bind(m)) {
@@ -84,7 +99,12 @@ pub fn rewrite_config(config: &mut Value, bundle: &Path, caps: u64) -> anyhow::R
         user.insert("gid".into(), 0.into());
         user.remove("additionalGids");
     }
-    let caps: Vec<&str> = ALL_CAPS.iter().enumerate().filter(|(n, _)| caps >> n & 1 == 1).map(|(_, c)| *c).collect();
+    let caps: Vec<&str> = ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| caps >> n & 1 == 1)
+        .map(|(_, c)| *c)
+        .collect();
     let caps = json!(caps);
     process.insert(
         "capabilities".into(),
@@ -111,7 +131,10 @@ pub fn rewrite_config(config: &mut Value, bundle: &Path, caps: u64) -> anyhow::R
 pub fn own_caps() -> anyhow::Result<u64> {
     let status = fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
     let mask = |key: &str| -> anyhow::Result<u64> {
-        let line = status.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in status"))?;
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .with_context(|| format!("no {key} in status"))?;
         u64::from_str_radix(line.trim(), 16).with_context(|| format!("bad {key} {line:?}"))
     };
     Ok(mask("CapPrm:")? & mask("CapBnd:")?)
@@ -133,7 +156,9 @@ fn absolute(base: &Path, p: &str) -> String {
 
 /// FNV-1a, 64 bits: a stable, dependency-free key for a state root.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// `/run/stasis/<root-key>/<id>` for the container `id` of `global`'s root.
@@ -165,7 +190,8 @@ impl PrivateDir {
             match DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok(Self { path: dir }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    fs::remove_dir_all(&dir).with_context(|| format!("remove stale {}", dir.display()))?;
+                    fs::remove_dir_all(&dir)
+                        .with_context(|| format!("remove stale {}", dir.display()))?;
                 }
                 // The parent went away under a concurrent `remove`: retry.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -186,7 +212,10 @@ impl PrivateDir {
     /// Writes the rewritten config into `bundle/config.json`.
     pub fn write_config(&self, config: &Value) -> anyhow::Result<PathBuf> {
         let bundle = self.bundle();
-        DirBuilder::new().mode(0o700).create(&bundle).with_context(|| format!("create {}", bundle.display()))?;
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&bundle)
+            .with_context(|| format!("create {}", bundle.display()))?;
         let file = bundle.join("config.json");
         let text = serde_json::to_vec(config).context("serialise config.json")?;
         fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
@@ -248,7 +277,16 @@ mod tests {
         assert_eq!(c["root"], json!({"path": "/b/rootfs", "readonly": true}));
         assert_eq!(c["x-unknown"], json!({"kept": true}));
         let p = &c["process"];
-        assert_eq!(p["args"], json!(["/proc/self/fd/3", "restore-stub", "/proc/self/fd/4", "5", "6"]));
+        assert_eq!(
+            p["args"],
+            json!([
+                "/proc/self/fd/3",
+                "restore-stub",
+                "/proc/self/fd/4",
+                "5",
+                "6"
+            ])
+        );
         assert_eq!(p["cwd"], "/");
         assert_eq!(p["user"], json!({"uid": 0, "gid": 0, "umask": 18}));
         assert_eq!(p["terminal"], true);
@@ -256,7 +294,13 @@ mod tests {
         assert!(p.get("apparmorProfile").is_none() && p.get("selinuxLabel").is_none());
         assert_eq!(p["env"], json!(["PATH=/bin"]));
         assert_eq!(p["rlimits"][0]["type"], "RLIMIT_NOFILE");
-        for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+        for set in [
+            "bounding",
+            "effective",
+            "inheritable",
+            "permitted",
+            "ambient",
+        ] {
             let caps = p["capabilities"][set].as_array().unwrap();
             assert_eq!(caps.len(), 41, "{set}");
             assert_eq!(caps[0], "CAP_CHOWN");
@@ -277,7 +321,9 @@ mod tests {
         let mut c = sample();
         // CAP_SYS_RESOURCE (24) missing, as on some hosts.
         rewrite_config(&mut c, Path::new("/b"), 0x1ff_feff_ffff).unwrap();
-        let caps = c["process"]["capabilities"]["permitted"].as_array().unwrap();
+        let caps = c["process"]["capabilities"]["permitted"]
+            .as_array()
+            .unwrap();
         assert_eq!(caps.len(), 40);
         assert!(!caps.iter().any(|c| c == "CAP_SYS_RESOURCE"));
         assert!(own_caps().is_ok());
@@ -295,7 +341,10 @@ mod tests {
 
     #[test]
     fn private_dirs_differ_by_root() {
-        let g = |root: &str| GlobalOpts { root: Some(root.into()), ..Default::default() };
+        let g = |root: &str| GlobalOpts {
+            root: Some(root.into()),
+            ..Default::default()
+        };
         let a = private_dir(&g("/nonexistent/a"), "c1");
         let b = private_dir(&g("/nonexistent/b"), "c1");
         assert_ne!(a, b);

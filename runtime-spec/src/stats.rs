@@ -159,8 +159,14 @@ mod tests {
     }
 
     fn split(file: &[u8]) -> (u64, Vec<u8>) {
-        assert_eq!(u32::from_le_bytes(file[0..4].try_into().unwrap()), 0x5510_5940);
-        assert_eq!(u32::from_le_bytes(file[4..8].try_into().unwrap()), 0x5709_3306);
+        assert_eq!(
+            u32::from_le_bytes(file[0..4].try_into().unwrap()),
+            0x5510_5940
+        );
+        assert_eq!(
+            u32::from_le_bytes(file[4..8].try_into().unwrap()),
+            0x5709_3306
+        );
         let n = u32::from_le_bytes(file[8..12].try_into().unwrap()) as usize;
         assert_eq!(file.len(), 12 + n);
         let payload = &file[12..];
@@ -200,16 +206,33 @@ mod tests {
         assert_eq!(entry, 1);
         assert_eq!(
             fields(&body),
-            [(1, 10), (2, 200_000), (3, 3), (4, 4), (5, 65536), (6, 0), (7, 65536), (9, 0)]
+            [
+                (1, 10),
+                (2, 200_000),
+                (3, 3),
+                (4, 4),
+                (5, 65536),
+                (6, 0),
+                (7, 65536),
+                (9, 0)
+            ]
         );
     }
 
     #[test]
     fn restore_stats_layout() {
-        let s = RestoreStats { forking_time: 7, restore_time: 80_000, pages_restored: 123, ..Default::default() };
+        let s = RestoreStats {
+            forking_time: 7,
+            restore_time: 80_000,
+            pages_restored: 123,
+            ..Default::default()
+        };
         let (entry, body) = split(&encode_restore(&s));
         assert_eq!(entry, 2);
-        assert_eq!(fields(&body), [(1, 0), (2, 0), (3, 7), (4, 80_000), (5, 123)]);
+        assert_eq!(
+            fields(&body),
+            [(1, 0), (2, 0), (3, 7), (4, 80_000), (5, 123)]
+        );
     }
 
     #[test]

@@ -217,6 +217,9 @@ impl Stages {
                 Some(r) if r.intersects(nix::poll::PollFlags::POLLIN | nix::poll::PollFlags::POLLHUP) => {
                     f.read(&mut chunk).ctx(|| "read control pipe".into())?
                 }
+                Some(r) if r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLNVAL) => {
+                    return Err(Error::Restore("the control pipe of the restore stubs broke".into()));
+                }
                 _ => continue,
             };
             if k == 0 {

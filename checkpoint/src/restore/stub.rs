@@ -441,6 +441,27 @@ fn open_path(path: &str, flags: i32) -> R<i32> {
     Ok(fd)
 }
 
+/// Opens `path` only if it is a file of type `fmt` (`S_IFREG`, ...): the
+/// image names it, the host decides what it is. Looked up with `O_PATH`
+/// first (opening a device or a FIFO has effects of its own), checked,
+/// then reopened through `/proc/self/fd`.
+fn open_typed(path: &str, flags: i32, fmt: libc::mode_t) -> R<i32> {
+    let p = open_path(path, libc::O_PATH | libc::O_CLOEXEC)?;
+    // SAFETY: stat is plain old data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of our own fd into a valid buffer.
+    let r = if unsafe { libc::fstat(p, &mut st) } < 0 {
+        Err(errno(&format!("stat {path}")))
+    } else if st.st_mode & libc::S_IFMT != fmt {
+        Err(format!("open {path}: file type {:o}, the image expects {fmt:o}", st.st_mode & libc::S_IFMT))
+    } else {
+        open_path(&format!("/proc/self/fd/{p}"), flags)
+    };
+    // SAFETY: closing our O_PATH fd.
+    unsafe { libc::close(p) };
+    r
+}
+
 fn open_one(
     plan: &Plan,
     f: &crate::model::FileImage,
@@ -449,8 +470,9 @@ fn open_one(
 ) -> R<i32> {
     let flags = f.flags | libc::O_NOCTTY;
     match &f.kind {
-        FileKind::Regular { path, .. } | FileKind::CharDevice { path, .. } => open_path(path, flags),
-        FileKind::Directory { path } => open_path(path, flags | libc::O_DIRECTORY),
+        FileKind::Regular { path, .. } => open_typed(path, flags, libc::S_IFREG),
+        FileKind::CharDevice { path, .. } => open_typed(path, flags, libc::S_IFCHR),
+        FileKind::Directory { path } => open_typed(path, flags | libc::O_DIRECTORY, libc::S_IFDIR),
         FileKind::Unlinked { path, mode, data } => {
             let dir = std::path::Path::new(path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or("/".into());
             // The ghost takes the original name when it is free, so the fd
@@ -519,12 +541,13 @@ fn open_one(
             Ok(fd)
         }
         FileKind::Fifo { path, data, .. } => {
-            let keeper = lift(open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?, plan.top())?;
+            // Never write the queued bytes into anything but a FIFO.
+            let keeper = lift(open_typed(path, libc::O_RDWR | libc::O_NONBLOCK, libc::S_IFIFO)?, plan.top())?;
             keepers.push(keeper);
             if let Some(d) = data {
                 write_all(keeper, blob_bytes(plan, d)?)?;
             }
-            open_path(path, flags | libc::O_NONBLOCK)
+            open_typed(path, flags | libc::O_NONBLOCK, libc::S_IFIFO)
         }
     }
 }

@@ -26,7 +26,12 @@ pub fn counter_bundle() -> Bundle {
         .stdin(Stdio::null())
         .output()
         .expect("run gcc (make deps installs it)");
-    assert!(out.status.success(), "gcc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     bundle
 }
 
@@ -41,7 +46,8 @@ pub struct Progress {
 impl Progress {
     pub fn parse(line: &str) -> Option<Self> {
         let field = |name: &str| {
-            line.split_whitespace().find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
         };
         Some(Self {
             iter: field("iter")?.parse().ok()?,
@@ -64,7 +70,11 @@ pub fn wait_beyond(bundle: &Bundle, iter: u64) -> Progress {
         if let Some(p) = progress(bundle).filter(|p| p.iter > iter) {
             return p;
         }
-        assert!(start.elapsed() < WAIT, "counter not past {iter}: {:?}", progress(bundle));
+        assert!(
+            start.elapsed() < WAIT,
+            "counter not past {iter}: {:?}",
+            progress(bundle)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -93,7 +103,11 @@ pub fn detached<S: AsRef<std::ffi::OsStr>>(rt: &Runtime, args: &[S]) -> Detached
     detached_env(rt, args, &[])
 }
 
-pub fn detached_env<S: AsRef<std::ffi::OsStr>>(rt: &Runtime, args: &[S], env: &[(&str, &str)]) -> Detached {
+pub fn detached_env<S: AsRef<std::ffi::OsStr>>(
+    rt: &Runtime,
+    args: &[S],
+    env: &[(&str, &str)],
+) -> Detached {
     let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
     let (err_r, err_w) = nix::unistd::pipe().expect("pipe");
     let mut cmd = rt.command(args);
@@ -107,7 +121,13 @@ pub fn detached_env<S: AsRef<std::ffi::OsStr>>(rt: &Runtime, args: &[S], env: &[
     }
     let mut stderr = String::new();
     let _ = fs::File::from(err_r.try_clone().expect("dup")).read_to_string(&mut stderr);
-    Detached { code: status.code().unwrap_or(-1), stderr, out: out_r.into(), buf: String::new(), _err: err_r }
+    Detached {
+        code: status.code().unwrap_or(-1),
+        stderr,
+        out: out_r.into(),
+        buf: String::new(),
+        _err: err_r,
+    }
 }
 
 impl Detached {
@@ -126,18 +146,31 @@ impl Detached {
                 Ok(n @ 1..) => self.buf.push_str(&String::from_utf8_lossy(&chunk[..n])),
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
-            assert!(start.elapsed() < WAIT, "no stdout line within {WAIT:?} (have {:?})", self.buf);
+            assert!(
+                start.elapsed() < WAIT,
+                "no stdout line within {WAIT:?} (have {:?})",
+                self.buf
+            );
         }
     }
 }
 
-/// Host pids of the processes whose root directory is `rootfs`.
+/// Host pids of the processes whose root directory is `rootfs` (the same
+/// inode: a container's root reads as "/" through /proc/PID/root).
 pub fn processes_in(rootfs: &Path) -> Vec<i32> {
-    let rootfs = fs::canonicalize(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let want = id(rootfs).expect("stat rootfs");
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if fs::read_link(entry.path().join("root")).is_ok_and(|r| r == rootfs) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if id(&entry.path().join("root")) == Some(want) {
             out.push(pid);
         }
     }
@@ -146,8 +179,14 @@ pub fn processes_in(rootfs: &Path) -> Vec<i32> {
 
 /// stasis' private directories of container `id` (under any state root).
 pub fn private_dirs(id: &str) -> Vec<PathBuf> {
-    let Ok(roots) = fs::read_dir("/run/stasis") else { return Vec::new() };
-    roots.flatten().map(|r| r.path().join(id)).filter(|p| p.exists()).collect()
+    let Ok(roots) = fs::read_dir("/run/stasis") else {
+        return Vec::new();
+    };
+    roots
+        .flatten()
+        .map(|r| r.path().join(id))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// Nothing of container `id` in `bundle` remains: not in the runtime's
@@ -155,13 +194,24 @@ pub fn private_dirs(id: &str) -> Vec<PathBuf> {
 #[track_caller]
 pub fn assert_gone(rt: &Runtime, id: &str, bundle: &Bundle) {
     let list = rt.exec(&["list", "-q"]).ok();
-    assert!(!list.stdout.lines().any(|l| l == id), "{id} still listed: {list:?}");
+    assert!(
+        !list.stdout.lines().any(|l| l == id),
+        "{id} still listed: {list:?}"
+    );
     let start = Instant::now();
     while !processes_in(&bundle.rootfs()).is_empty() && start.elapsed() < WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(processes_in(&bundle.rootfs()), Vec::<i32>::new(), "processes left in the rootfs");
-    assert_eq!(private_dirs(id), Vec::<PathBuf>::new(), "stasis directory left");
+    assert_eq!(
+        processes_in(&bundle.rootfs()),
+        Vec::<i32>::new(),
+        "processes left in the rootfs"
+    );
+    assert_eq!(
+        private_dirs(id),
+        Vec::<PathBuf>::new(),
+        "stasis directory left"
+    );
 }
 
 /// `args` as owned strings, paths included.
@@ -172,7 +222,10 @@ pub fn argv(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
 /// `run -d --bundle B ID`, checked, with the counter under way.
 #[track_caller]
 pub fn run_counter(rt: &Runtime, bundle: &Bundle, id: &str) -> Detached {
-    let run = detached(rt, &argv(&[&"run", &"-d", &"--bundle", &bundle.path(), &id]));
+    let run = detached(
+        rt,
+        &argv(&[&"run", &"-d", &"--bundle", &bundle.path(), &id]),
+    );
     assert_eq!(run.code, 0, "run: {}", run.stderr);
     wait_beyond(bundle, 2);
     run
@@ -180,7 +233,14 @@ pub fn run_counter(rt: &Runtime, bundle: &Bundle, id: &str) -> Detached {
 
 /// `restore -d --image-path I --bundle B ID [extra…]`.
 pub fn restore(rt: &Runtime, image: &Path, bundle: &Bundle, id: &str, extra: &[&str]) -> Detached {
-    let mut args = argv(&[&"restore", &"-d", &"--image-path", &image, &"--bundle", &bundle.path()]);
+    let mut args = argv(&[
+        &"restore",
+        &"-d",
+        &"--image-path",
+        &image,
+        &"--bundle",
+        &bundle.path(),
+    ]);
     args.extend(extra.iter().map(OsString::from));
     args.push(id.into());
     detached(rt, &args)

@@ -30,7 +30,9 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
     let logger = Logger::new(global);
     let rt = Runtime::new(global, &logger);
     let id = &opts.id;
-    let state = rt.state(id)?.ok_or_else(|| anyhow!("container does not exist"))?;
+    let state = rt
+        .state(id)?
+        .ok_or_else(|| anyhow!("container does not exist"))?;
     match state.status.as_str() {
         "running" | "paused" => {}
         other => bail!("Container cannot be checkpointed in {other} state"),
@@ -39,9 +41,17 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         bail!("container {id} has no init process");
     }
     let cwd = std::env::current_dir().context("get the current directory")?;
-    let image_dir = cwd.join(opts.image_path.clone().unwrap_or_else(|| PathBuf::from("checkpoint")));
-    let work_dir = opts.work_path.as_ref().map_or_else(|| image_dir.clone(), |w| cwd.join(w));
-    image::create_image_dir(&image_dir).with_context(|| format!("create image directory {}", image_dir.display()))?;
+    let image_dir = cwd.join(
+        opts.image_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("checkpoint")),
+    );
+    let work_dir = opts
+        .work_path
+        .as_ref()
+        .map_or_else(|| image_dir.clone(), |w| cwd.join(w));
+    image::create_image_dir(&image_dir)
+        .with_context(|| format!("create image directory {}", image_dir.display()))?;
     make_work_dir(&work_dir)?;
 
     let pid = state.pid;
@@ -52,13 +62,17 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         leave_running: opts.leave_running,
         own_ipc_ns: own_ipc_ns(pid),
         copy_threads: 2,
-        freezer: Freezer::of_pid(pid).with_context(|| format!("find the freezer cgroup of {pid}"))?,
+        freezer: Freezer::of_pid(pid)
+            .with_context(|| format!("find the freezer cgroup of {pid}"))?,
         // Copying while it runs only helps a container that does run.
         pre_copy: opts.leave_running && state.status == "running",
         pre_dump: false,
         parent: None,
     };
-    logger.debug(&format!("dumping container {id} (init {pid}) into {}", image_dir.display()));
+    logger.debug(&format!(
+        "dumping container {id} (init {pid}) into {}",
+        image_dir.display()
+    ));
     let t0 = Instant::now();
     let result = dump(pid, &dopts);
     let wall_us = t0.elapsed().as_micros() as u64;
@@ -70,13 +84,17 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
             if !opts.leave_running {
                 // The engine killed the tree; now the runtime's record goes,
                 // so `state` says "container does not exist" as after runc.
-                rt.delete_force(id).context("checkpoint written, but removing the container failed")?;
+                rt.delete_force(id)
+                    .context("checkpoint written, but removing the container failed")?;
             }
             Ok(0)
         }
         Err(e) => {
             let msg = format!("checkpoint of container {id} failed: {e}");
-            let log = format!("{msg}\nthe container was left as it was ({}).\n", state.status);
+            let log = format!(
+                "{msg}\nthe container was left as it was ({}).\n",
+                state.status
+            );
             write_logs(&work_dir, &log, None);
             bail!("{msg} (log file: {})", log_path.display())
         }
@@ -136,16 +154,30 @@ fn descriptors(pid: i32) -> [String; 3] {
 /// object in it is part of the checkpoint).
 fn own_ipc_ns(pid: i32) -> bool {
     let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino());
-    match (ino(&format!("/proc/{pid}/ns/ipc")), ino("/proc/self/ns/ipc")) {
+    match (
+        ino(&format!("/proc/{pid}/ns/ipc")),
+        ino("/proc/self/ns/ipc"),
+    ) {
         (Ok(theirs), Ok(ours)) => theirs != ours,
         _ => false,
     }
 }
 
-fn success_log(id: &str, pid: i32, image: &Path, st: &DumpStats, wall_us: u64, leave_running: bool) -> String {
+fn success_log(
+    id: &str,
+    pid: i32,
+    image: &Path,
+    st: &DumpStats,
+    wall_us: u64,
+    leave_running: bool,
+) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let mut s = String::new();
-    let _ = writeln!(s, "stasis {}: checkpoint of container {id} (init pid {pid})", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        s,
+        "stasis {}: checkpoint of container {id} (init pid {pid})",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(s, "image: {}", image.display());
     let _ = writeln!(
         s,
@@ -160,7 +192,11 @@ fn success_log(id: &str, pid: i32, image: &Path, st: &DumpStats, wall_us: u64, l
         ms(st.memwrite_us),
         ms(wall_us)
     );
-    let after = if leave_running { "left running" } else { "stopped and deleted" };
+    let after = if leave_running {
+        "left running"
+    } else {
+        "stopped and deleted"
+    };
     let _ = writeln!(s, "container {after}");
     s
 }
@@ -187,20 +223,50 @@ mod tests {
     use super::*;
 
     fn opts() -> CheckpointOpts {
-        CheckpointOpts { id: "c".into(), ..Default::default() }
+        CheckpointOpts {
+            id: "c".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn unsupported_flags_are_refused() {
         let refused = |o: CheckpointOpts| refuse_unsupported(&o).unwrap_err().to_string();
-        assert!(refused(CheckpointOpts { pre_dump: true, ..opts() }).contains("--pre-dump is not supported yet"));
-        assert!(refused(CheckpointOpts { parent_path: Some("p".into()), ..opts() })
-            .contains("--parent-path is not supported yet"));
-        assert!(refused(CheckpointOpts { lazy_pages: true, ..opts() }).contains("--lazy-pages"));
-        assert!(refused(CheckpointOpts { page_server: Some("h:1".into()), ..opts() }).contains("--page-server"));
-        assert!(refused(CheckpointOpts { status_fd: Some(3), ..opts() }).contains("--status-fd"));
-        assert!(refused(CheckpointOpts { auto_dedup: true, ..opts() }).contains("--auto-dedup"));
-        assert!(refused(CheckpointOpts { empty_ns: vec!["pid".into()], ..opts() }).contains("\"pid\""));
+        assert!(refused(CheckpointOpts {
+            pre_dump: true,
+            ..opts()
+        })
+        .contains("--pre-dump is not supported yet"));
+        assert!(refused(CheckpointOpts {
+            parent_path: Some("p".into()),
+            ..opts()
+        })
+        .contains("--parent-path is not supported yet"));
+        assert!(refused(CheckpointOpts {
+            lazy_pages: true,
+            ..opts()
+        })
+        .contains("--lazy-pages"));
+        assert!(refused(CheckpointOpts {
+            page_server: Some("h:1".into()),
+            ..opts()
+        })
+        .contains("--page-server"));
+        assert!(refused(CheckpointOpts {
+            status_fd: Some(3),
+            ..opts()
+        })
+        .contains("--status-fd"));
+        assert!(refused(CheckpointOpts {
+            auto_dedup: true,
+            ..opts()
+        })
+        .contains("--auto-dedup"));
+        assert!(refused(CheckpointOpts {
+            empty_ns: vec!["pid".into()],
+            ..opts()
+        })
+        .contains("\"pid\""));
     }
 
     #[test]

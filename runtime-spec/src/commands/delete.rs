@@ -47,7 +47,9 @@ fn container_id(args: &[OsString]) -> Option<String> {
 /// A shell's convention for a child killed by a signal.
 fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -63,7 +65,10 @@ mod tests {
         assert_eq!(container_id(&os(&["c1"])).as_deref(), Some("c1"));
         assert_eq!(container_id(&os(&["--force", "c1"])).as_deref(), Some("c1"));
         assert_eq!(container_id(&os(&["-f", "c1"])).as_deref(), Some("c1"));
-        assert_eq!(container_id(&os(&["c1", "--force=true"])).as_deref(), Some("c1"));
+        assert_eq!(
+            container_id(&os(&["c1", "--force=true"])).as_deref(),
+            Some("c1")
+        );
         assert_eq!(container_id(&os(&["--force"])), None);
         assert_eq!(container_id(&os(&["../x"])), None);
     }

@@ -53,14 +53,27 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
     let logger = Logger::new(global);
     let rt = Runtime::new(global, &logger);
     let cwd = std::env::current_dir().context("get the current directory")?;
-    let image = cwd.join(opts.image_path.clone().unwrap_or_else(|| PathBuf::from("checkpoint")));
+    let image = cwd.join(
+        opts.image_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("checkpoint")),
+    );
     let paths = Paths {
-        bundle: opts.bundle.as_ref().map_or_else(|| cwd.clone(), |b| cwd.join(b)),
-        work: opts.work_path.as_ref().map_or_else(|| image.clone(), |w| cwd.join(w)),
+        bundle: opts
+            .bundle
+            .as_ref()
+            .map_or_else(|| cwd.clone(), |b| cwd.join(b)),
+        work: opts
+            .work_path
+            .as_ref()
+            .map_or_else(|| image.clone(), |w| cwd.join(w)),
         image,
     };
     if !paths.image.join("inventory.img").is_file() {
-        bail!("no complete checkpoint in {}: inventory.img is missing", paths.image.display());
+        bail!(
+            "no complete checkpoint in {}: inventory.img is missing",
+            paths.image.display()
+        );
     }
     if rt.state(&opts.id)?.is_some() {
         bail!("container with given ID already exists");
@@ -84,7 +97,13 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     match restore(&rt, opts, &paths, &private, &config) {
         Ok((restored, create_us)) => {
-            let log = success_log(&opts.id, &paths, &restored, create_us, t0.elapsed().as_micros() as u64);
+            let log = success_log(
+                &opts.id,
+                &paths,
+                &restored,
+                create_us,
+                t0.elapsed().as_micros() as u64,
+            );
             let _ = std::fs::write(paths.work.join(LOG_FILE), log);
             let _ = stats::write_restore(
                 &paths.work,
@@ -111,7 +130,10 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
             }
             let _ = restore_bundle::remove(&private.path);
             let msg = format!("restore of container {} failed: {e:#}", opts.id);
-            let _ = std::fs::write(paths.work.join(LOG_FILE), format!("{msg}\nnothing was left behind.\n"));
+            let _ = std::fs::write(
+                paths.work.join(LOG_FILE),
+                format!("{msg}\nnothing was left behind.\n"),
+            );
             Err(anyhow!("{msg}"))
         }
     }
@@ -143,7 +165,8 @@ fn restore(
     .with_context(|| format!("open image directory {}", paths.image.display()))?;
     // SAFETY: `open` just returned this fd, which nothing else owns.
     let image = unsafe { OwnedFd::from_raw_fd(image) };
-    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create the ready pipe")?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create the ready pipe")?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create the hold pipe")?;
     // Our ends must not sit where the stub's are about to go.
     let (ready_r, hold_w) = (above_stub_fds(&ready_r)?, above_stub_fds(&hold_w)?);
@@ -159,8 +182,12 @@ fn restore(
         }
     }
     let t0 = Instant::now();
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["--bundle".into(), bundle.into(), "--preserve-fds".into(), PRESERVED_FDS.to_string().into()];
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--bundle".into(),
+        bundle.into(),
+        "--preserve-fds".into(),
+        PRESERVED_FDS.to_string().into(),
+    ];
     if let Some(s) = &opts.console_socket {
         args.extend(["--console-socket".into(), s.into()]);
     }
@@ -173,7 +200,11 @@ fn restore(
     if opts.no_new_keyring {
         args.push("--no-new-keyring".into());
     }
-    args.extend(["--pid-file".into(), private.pid_file().into(), opts.id.clone().into()]);
+    args.extend([
+        "--pid-file".into(),
+        private.pid_file().into(),
+        opts.id.clone().into(),
+    ]);
     let mut create = rt.command("create", &args, true);
     // SAFETY: between fork and exec only fcntl, which is async-signal-safe,
     // on fds 3..=6 that this process holds.
@@ -195,9 +226,16 @@ fn restore(
     rt.run("start", &[&opts.id])?;
     let create_us = t0.elapsed().as_micros() as u64;
 
-    let pid_text = std::fs::read_to_string(private.pid_file()).context("read the container's pid file")?;
-    let init: i32 = pid_text.trim().parse().with_context(|| format!("bad pid file content {pid_text:?}"))?;
-    let ropts = RestoreOptions { image_dir: paths.image.clone(), ..Default::default() };
+    let pid_text =
+        std::fs::read_to_string(private.pid_file()).context("read the container's pid file")?;
+    let init: i32 = pid_text
+        .trim()
+        .parse()
+        .with_context(|| format!("bad pid file content {pid_text:?}"))?;
+    let ropts = RestoreOptions {
+        image_dir: paths.image.clone(),
+        ..Default::default()
+    };
     let restored = restore_attached(&ropts, init, ready_r, hold_w)
         .with_context(|| format!("restore from {}", paths.image.display()))?;
     if let Some(pid_file) = &opts.pid_file {
@@ -208,7 +246,11 @@ fn restore(
 
 /// A close-on-exec copy of `fd` numbered above the stub's fds (3..=6).
 fn above_stub_fds(fd: &OwnedFd) -> anyhow::Result<OwnedFd> {
-    let raw = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(3 + PRESERVED_FDS as RawFd)).context("duplicate an fd")?;
+    let raw = fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_DUPFD_CLOEXEC(3 + PRESERVED_FDS as RawFd),
+    )
+    .context("duplicate an fd")?;
     // SAFETY: fcntl just returned this new fd, which nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
@@ -218,7 +260,10 @@ fn above_stub_fds(fd: &OwnedFd) -> anyhow::Result<OwnedFd> {
 /// those numbers is closed: every fd we keep must be above them.
 fn place_at_3(fds: Vec<OwnedFd>) -> anyhow::Result<Vec<OwnedFd>> {
     // First out of the way, so no source is one of the targets.
-    let high: Vec<OwnedFd> = fds.iter().map(above_stub_fds).collect::<anyhow::Result<_>>()?;
+    let high: Vec<OwnedFd> = fds
+        .iter()
+        .map(above_stub_fds)
+        .collect::<anyhow::Result<_>>()?;
     drop(fds);
     high.iter()
         .zip(3..)
@@ -227,7 +272,8 @@ fn place_at_3(fds: Vec<OwnedFd>) -> anyhow::Result<Vec<OwnedFd>> {
             // any, was not ours to keep (the stub's slots are reserved).
             let r = unsafe { libc::dup3(fd.as_raw_fd(), at, libc::O_CLOEXEC) };
             if r < 0 {
-                return Err(std::io::Error::last_os_error()).with_context(|| format!("place fd {at}"));
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("place fd {at}"));
             }
             // SAFETY: dup3 made `at` a fresh copy that only this OwnedFd owns.
             Ok(unsafe { OwnedFd::from_raw_fd(at) })
@@ -238,22 +284,33 @@ fn place_at_3(fds: Vec<OwnedFd>) -> anyhow::Result<Vec<OwnedFd>> {
 /// runc's way: a dot-file next to it, then rename, so readers never see a
 /// partial pid.
 fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
-    let path = std::env::current_dir().map(|c| c.join(path)).unwrap_or_else(|_| path.to_path_buf());
+    let path = std::env::current_dir()
+        .map(|c| c.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
     let name = path.file_name().context("--pid-file has no file name")?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     let tmp = path.with_file_name(tmp_name);
     std::fs::write(&tmp, pid.to_string()).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
 }
 
 fn success_log(id: &str, paths: &Paths, r: &Restored, create_us: u64, wall_us: u64) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let mut s = String::new();
-    let _ = writeln!(s, "stasis {}: restore of container {id}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        s,
+        "stasis {}: restore of container {id}",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(s, "image: {}", paths.image.display());
     let _ = writeln!(s, "bundle: {}", paths.bundle.display());
-    let _ = writeln!(s, "init pid {} (host), {} pages restored", r.root_pid, r.pages_restored);
+    let _ = writeln!(
+        s,
+        "init pid {} (host), {} pages restored",
+        r.root_pid, r.pages_restored
+    );
     let _ = writeln!(
         s,
         "runtime create+start {:.1} ms, engine {:.1} ms, total {:.1} ms",

@@ -268,3 +268,14 @@ fn engine_verbs() {
         Ok(Action::Help(Usage::Verb(&tree::TREE_DUMP)))
     );
 }
+
+#[test]
+fn hidden_restore_stub_verb() {
+    let want = StubOpts { image_dir: PathBuf::from("/proc/self/fd/4"), ready_fd: 5, hold_fd: 6 };
+    assert!(matches!(action(&["restore-stub", "/proc/self/fd/4", "5", "6"]), Ok(Action::RestoreStub(o)) if o == want));
+    for bad in [&["restore-stub"][..], &["restore-stub", "d", "5"], &["restore-stub", "d", "x", "6"], &["restore-stub", "d", "1", "6"]] {
+        assert!(error(bad).contains("usage: restore-stub"), "{bad:?}");
+    }
+    // Listed nowhere.
+    assert!(!crate::cli::usage::render(Usage::Global).contains("restore-stub"));
+}
