@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A container lifecycle driven through stasis exactly as one would drive runc:
-# build a busybox bundle, `run -d`, `state`, `list`, `kill`, `delete`.
+# build a busybox bundle, `run -d`, `state`, `list`, then `checkpoint` it away,
+# `restore` it (its counter goes on where it was), `kill`, `delete`.
 # Needs root, runc, /bin/busybox, jq and a built stasis (`make demo` does all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,10 +50,29 @@ echo
 st list
 echo "counter inside the container: $(cat "$BUNDLE/rootfs/tmp/counter")"
 
-# Checkpoint/restore slot in here, e.g.:
-#   st checkpoint --image-path "$IMAGE" "$ID"
-#   st restore -d --image-path "$IMAGE" --bundle "$BUNDLE" "$ID" </dev/null >"$WORK/out.log" 2>"$WORK/err.log"
-: "$IMAGE"
+# Checkpoint: the container is dumped and removed.
+st checkpoint --image-path "$IMAGE" "$ID"
+before=$(cat "$BUNDLE/rootfs/tmp/counter")
+echo "checkpointed at counter $before; state now: $("$STASIS" --root "$ROOT" state "$ID" 2>&1 | tail -1)"
+"$STASIS" inspect "$IMAGE" | sed -n '1,20p'
+
+# Restore: a new container from the same bundle, with the same pids, going on
+# from the checkpoint (its stdio is this script's new files, as with runc).
+echo "+ stasis restore -d --image-path $IMAGE --bundle $BUNDLE $ID" >&2
+if ! "$STASIS" --root "$ROOT" restore -d --image-path "$IMAGE" --bundle "$BUNDLE" "$ID" </dev/null >"$WORK/out2.log" 2>"$WORK/err2.log"; then
+  cat "$WORK/err2.log" >&2
+  exit 1
+fi
+st state "$ID"
+echo
+sleep 2.5
+after=$(cat "$BUNDLE/rootfs/tmp/counter")
+echo "counter after restore: $after (was $before)"
+if [ "$after" -le "$before" ]; then
+  echo "demo: the restored container did not go on counting" >&2
+  exit 1
+fi
+st ps "$ID"
 
 st kill "$ID" KILL
 for _ in $(seq 100); do

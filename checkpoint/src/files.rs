@@ -64,6 +64,7 @@ impl FileTable {
         copier: &mut Copier,
     ) -> Result<Vec<FdImage>> {
         let mut out = Vec::new();
+        let mounts = proc::mount_ids(pid).ctx(|| format!("read mounts of task {vpid}"))?;
         let fds = proc::fds(pid).ctx(|| format!("list fds of task {vpid}"))?;
         let half = fds.len() / 2;
         for (k, fd) in fds.into_iter().enumerate() {
@@ -90,7 +91,20 @@ impl FileTable {
             let id = match found {
                 Some(id) => id,
                 None => {
-                    let kind = self.classify(pid, vpid, fd, &link, &st, root_prefix, shm, w, copier)?;
+                    // A file on a mount the task's namespace does not have
+                    // (a host file on a container's stdio) cannot be reopened
+                    // there: on stdio the restorer supplies it, as runc does.
+                    let outside = link.starts_with('/') && info.mnt_id != 0 && !mounts.contains(&info.mnt_id);
+                    let kind = if outside && fd <= 2 {
+                        FileKind::Inherited { key: format!("file:{link}") }
+                    } else if outside {
+                        return Err(Error::Unsupported {
+                            pid: vpid,
+                            what: format!("fd {fd} ({link}, a file outside the task's mount namespace)"),
+                        });
+                    } else {
+                        self.classify(pid, vpid, fd, &link, &st, root_prefix, shm, w, copier)?
+                    };
                     let id = self.files.len() as u32;
                     self.files.push(FileImage { id, flags: info.flags & !libc::O_CLOEXEC, pos: info.pos, kind });
                     self.reps.push((pid, fd));

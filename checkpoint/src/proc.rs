@@ -227,6 +227,12 @@ pub fn maps(pid: i32) -> io::Result<Vec<MapEntry>> {
     text.lines().map(|l| parse_map_line(l).ok_or_else(|| bad("maps", &path))).collect()
 }
 
+/// Mount ids visible in the mount namespace of `pid` (`/proc/<pid>/mountinfo`).
+pub fn mount_ids(pid: i32) -> io::Result<std::collections::HashSet<i32>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    Ok(text.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect())
+}
+
 /// Pids holding a file lock (flock, POSIX, OFD), from `/proc/locks`.
 pub fn lock_holders() -> io::Result<std::collections::HashSet<i32>> {
     let text = fs::read_to_string("/proc/locks")?;
