@@ -51,6 +51,19 @@ pub struct DumpOptions {
     pub pre_dump: bool,
     /// A pre-dump this dump builds on, relative to `image_dir`.
     pub parent: Option<String>,
+    /// Run while the tree is frozen and seized, before anything is read
+    /// (the runtime saves file systems that must match the memory image).
+    pub frozen_hook: Option<FrozenHook>,
+}
+
+/// A callback for [`DumpOptions::frozen_hook`].
+#[derive(Clone)]
+pub struct FrozenHook(pub std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for FrozenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrozenHook")
+    }
 }
 
 /// Figures of one dump, for `stats-dump` and logs.
@@ -116,6 +129,9 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
     let seized = Seized::collect(root, opts.freezer.clone())?;
     let seized_us = t0.elapsed().as_micros() as u64;
     fault_point("after-seize")?;
+    if let Some(h) = &opts.frozen_hook {
+        (h.0)().ctx(|| "save the container's file systems".into())?;
+    }
     let (mut tree, mut copier, mut stats) = collect(&seized, opts, w, pre.as_ref(), t0)?;
     stats.phases.insert(0, ("seize", seized_us));
     if opts.leave_running {

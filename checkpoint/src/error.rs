@@ -5,12 +5,10 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call or file operation failed; `context` says what we were doing.
-    #[error("{context}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// (The cause is part of the message, not a separate `source`, so a
+    /// chain printer does not repeat it.)
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: io::Error },
     /// The tree holds state the engine cannot save; nothing was changed.
     #[error("task {pid}: {what} cannot be checkpointed")]
     Unsupported { pid: i32, what: String },
@@ -34,13 +32,13 @@ pub trait Context<T> {
 
 impl<T> Context<T> for io::Result<T> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|source| Error::Io { context: f(), source })
+        self.map_err(|cause| Error::Io { context: f(), cause })
     }
 }
 
 impl<T> Context<T> for nix::Result<T> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|e| Error::Io { context: f(), source: io::Error::from(e) })
+        self.map_err(|e| Error::Io { context: f(), cause: io::Error::from(e) })
     }
 }
 

@@ -25,6 +25,6 @@ pub mod sys;
 mod task;
 pub mod validate;
 
-pub use dump::{dump, DumpOptions, DumpStats};
+pub use dump::{dump, DumpOptions, DumpStats, FrozenHook};
 pub use restore::{restore, RestoreOptions, Restored};
 pub use error::{Error, Result};

@@ -42,6 +42,10 @@ pub struct CopyJob {
 #[derive(Default)]
 pub struct Copier {
     pub jobs: Vec<CopyJob>,
+    /// A process that exits while its memory is copied leaves its blobs with
+    /// checksum 0 instead of failing the copy (pre-copy rounds, where the
+    /// tree runs; the caller drops those copies).
+    pub tolerate_exit: bool,
     /// Blobs (image depth, offset, length) already written whose checksum
     /// must be computed (pieces of earlier copies); depth 0 is this image.
     pub rehash: Vec<(u32, u64, u64)>,
@@ -77,13 +81,19 @@ impl Copier {
             b.0 += j.len;
             b.1.push(j);
         }
+        let tolerate = self.tolerate_exit;
         let results: Vec<Result<Vec<(u64, u64)>>> = std::thread::scope(|s| {
             let hs: Vec<_> = buckets
                 .into_iter()
                 .map(|(_, js)| {
                     s.spawn(move || {
                         let mut buf = vec![0u8; BUF_LEN];
-                        js.into_iter().map(|j| copy_one(file, &mut buf, j)).collect::<Result<Vec<_>>>()
+                        js.into_iter()
+                            .map(|j| match copy_one(file, &mut buf, j) {
+                                Err(Error::Io { cause, .. }) if tolerate && cause.raw_os_error() == Some(libc::ESRCH) => Ok((j.off, 0)),
+                                r => r,
+                            })
+                            .collect::<Result<Vec<_>>>()
                     })
                 })
                 .collect();
@@ -148,7 +158,7 @@ fn copy_one(file: &File, buf: &mut [u8], j: &CopyJob) -> Result<(u64, u64)> {
                 match &mem {
                     None => {
                         if sys::vm_read(*pid, at, chunk).ctx(what)? != n {
-                            return Err(Error::Io { context: what(), source: std::io::Error::other("short read") });
+                            return Err(Error::Io { context: what(), cause: std::io::Error::other("short read") });
                         }
                     }
                     Some(m) => m.read_exact_at(chunk, at).ctx(what)?,

@@ -190,19 +190,34 @@ impl PreCopy {
             }
         }
         seized.release();
-        let mut copier = Copier::default();
+        // The tree runs again: a process may exit at any point from here on;
+        // it is then simply not tracked (the final dump copies what exists).
+        let mut copier = Copier { tolerate_exit: true, ..Default::default() };
         let mut fresh: HashMap<i32, Vec<PageRun>> = HashMap::new();
+        let mut gone = Vec::new();
         for (&pid, t) in &pre.tasks {
-            let Ok(maps) = proc::maps(pid) else { continue };
-            let pagemap = File::open(format!("/proc/{pid}/pagemap")).ctx(|| format!("open pagemap of {pid}"))?;
-            let mut runs = Vec::new();
-            for m in maps.iter().filter(|m| trackable(m)) {
-                if sys::uffd_register_wp(t.uffd.as_fd(), m.start, m.end).is_err() {
-                    continue;
+            let scanned = (|| -> Result<Vec<PageRun>> {
+                let maps = proc::maps(pid).ctx(|| format!("read mappings of {pid}"))?;
+                let pagemap = File::open(format!("/proc/{pid}/pagemap")).ctx(|| format!("open pagemap of {pid}"))?;
+                let mut runs = Vec::new();
+                for m in maps.iter().filter(|m| trackable(m)) {
+                    if sys::uffd_register_wp(t.uffd.as_fd(), m.start, m.end).is_err() {
+                        continue;
+                    }
+                    runs.extend(scan_vma(pid, t, &pagemap, m, true, w, &mut copier)?);
                 }
-                runs.extend(scan_vma(pid, t, &pagemap, m, true, w, &mut copier)?);
+                Ok(runs)
+            })();
+            match scanned {
+                Ok(runs) => {
+                    fresh.insert(pid, runs);
+                }
+                Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => gone.push(pid),
+                Err(e) => return Err(e),
             }
-            fresh.insert(pid, runs);
+        }
+        for pid in gone {
+            pre.tasks.remove(&pid);
         }
         let sums = copier.run(w, threads)?;
         let resums = copier.rehash_sums(w, parents)?;
@@ -218,7 +233,10 @@ impl PreCopy {
                 }
             }
             runs.sort_by_key(|r| r.addr);
-            if let Some(t) = pre.tasks.get_mut(&pid) {
+            if runs.iter().any(|r| r.data.xxh3 == 0) {
+                // It exited while we copied: not tracked, nothing kept.
+                pre.tasks.remove(&pid);
+            } else if let Some(t) = pre.tasks.get_mut(&pid) {
                 t.base = runs;
             }
         }

@@ -113,7 +113,7 @@ pub struct Injected {
 pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadImage]) -> Result<Injected> {
     let leader = &mut rs[0];
     let vpid = threads[0].tid;
-    let io = |e: std::io::Error, what: &str| Error::Io { context: format!("task {vpid}: {what}"), source: e };
+    let io = |e: std::io::Error, what: &str| Error::Io { context: format!("task {vpid}: {what}"), cause: e };
     let scratch = leader.mmap_scratch(0, 4096).map_err(|e| io(e, "map scratch page"))?;
     let result = (|| -> Result<Injected> {
         let leader = &mut rs[0];

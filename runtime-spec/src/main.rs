@@ -11,6 +11,7 @@ mod delegate;
 mod logging;
 mod restore_bundle;
 mod stats;
+mod tmpfs;
 mod waiter;
 
 use std::ffi::OsString;

@@ -31,7 +31,7 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_SYSVSEM) as u64;
 
 fn err(pid: i32, what: &str, e: std::io::Error) -> Error {
-    Error::Io { context: format!("restore task {pid}: {what}"), source: e }
+    Error::Io { context: format!("restore task {pid}: {what}"), cause: e }
 }
 
 /// Where the stub's vdso block is, and the dumped one.

@@ -52,11 +52,20 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         .map_or_else(|| image_dir.clone(), |w| cwd.join(w));
     image::create_image_dir(&image_dir)
         .with_context(|| format!("create image directory {}", image_dir.display()))?;
+    // As runc: the parent must exist, relative to the image directory.
+    if let Some(p) = &opts.parent_path {
+        if !image_dir.join(p).is_dir() {
+            bail!("invalid --parent-path");
+        }
+    }
     make_work_dir(&work_dir)?;
 
     let pid = state.pid;
-    image::write_descriptors_json(&image_dir, &descriptors(pid))
-        .with_context(|| format!("write descriptors.json in {}", image_dir.display()))?;
+    // runc writes no descriptors.json for a pre-dump (memory only).
+    if !opts.pre_dump {
+        image::write_descriptors_json(&image_dir, &descriptors(pid))
+            .with_context(|| format!("write descriptors.json in {}", image_dir.display()))?;
+    }
     let dopts = DumpOptions {
         image_dir: image_dir.clone(),
         leave_running: opts.leave_running,
@@ -66,8 +75,9 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
             .with_context(|| format!("find the freezer cgroup of {pid}"))?,
         // Copying while it runs only helps a container that does run.
         pre_copy: opts.leave_running && state.status == "running",
-        pre_dump: false,
-        parent: None,
+        pre_dump: opts.pre_dump,
+        parent: opts.parent_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        frozen_hook: if opts.pre_dump { None } else { Some(crate::tmpfs::saver(pid, &image_dir)) },
     };
     logger.debug(&format!(
         "dumping container {id} (init {pid}) into {}",
@@ -81,7 +91,7 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         Ok(st) => {
             let log = success_log(id, pid, &image_dir, &st, wall_us, opts.leave_running);
             write_logs(&work_dir, &log, Some(&st));
-            if !opts.leave_running {
+            if !opts.leave_running && !opts.pre_dump {
                 // The engine killed the tree; now the runtime's record goes,
                 // so `state` says "container does not exist" as after runc.
                 rt.delete_force(id)
@@ -103,13 +113,12 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
 
 /// Flags whose work the engine does not do: refused, container untouched.
 fn refuse_unsupported(o: &CheckpointOpts) -> anyhow::Result<()> {
-    let not_yet = |flag: &str| bail!("checkpoint: {flag} is not supported yet");
     let never = |flag: &str| bail!("checkpoint: {flag} is not supported by stasis");
-    if o.pre_dump {
-        return not_yet("--pre-dump");
-    }
-    if o.parent_path.is_some() {
-        return not_yet("--parent-path");
+    if let Some(p) = &o.parent_path {
+        // runc's checks: relative to the image path, and a directory.
+        if Path::new(p).is_absolute() {
+            bail!("--parent-path must be relative");
+        }
     }
     if o.lazy_pages {
         return never("--lazy-pages");

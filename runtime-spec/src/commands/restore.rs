@@ -223,15 +223,17 @@ fn restore(
     // dead stub reads as end-of-file on the ready pipe.
     drop(stub_fds);
     container::check(status, "create")?;
-    rt.run("start", &[&opts.id])?;
-    let create_us = t0.elapsed().as_micros() as u64;
-
     let pid_text =
         std::fs::read_to_string(private.pid_file()).context("read the container's pid file")?;
     let init: i32 = pid_text
         .trim()
         .parse()
         .with_context(|| format!("bad pid file content {pid_text:?}"))?;
+    // The new container's tmpfs mounts exist now; fill them before its
+    // processes come back.
+    crate::tmpfs::restore(init, &paths.image)?;
+    rt.run("start", &[&opts.id])?;
+    let create_us = t0.elapsed().as_micros() as u64;
     let ropts = RestoreOptions {
         image_dir: paths.image.clone(),
         ..Default::default()

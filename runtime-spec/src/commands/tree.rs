@@ -18,6 +18,7 @@ pub fn dump(global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
         pre_copy: true,
         pre_dump: opts.pre_dump,
         parent: opts.parent_path.clone(),
+        frozen_hook: None,
     };
     let st = stasis_checkpoint::dump(opts.pid, &dopts).with_context(|| format!("dump process tree {}", opts.pid))?;
     if global.debug {
