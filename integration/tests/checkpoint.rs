@@ -227,8 +227,8 @@ fn refused_and_failed_checkpoints_leave_the_container_alone() {
     let log = dir.path().join("log.json");
     let refused: &[(&str, &str)] = &[
         ("--lazy-pages", "--lazy-pages is not supported"),
-        ("--pre-dump", "--pre-dump is not supported yet"),
-        ("--parent-path=../p", "--parent-path is not supported yet"),
+        ("--parent-path=/abs", "--parent-path must be relative"),
+        ("--parent-path=../missing", "invalid --parent-path"),
         (
             "--page-server=127.0.0.1:1",
             "--page-server is not supported",
@@ -426,5 +426,44 @@ fn a_foreground_restore_exits_with_the_container() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(128 + 9));
+    assert_gone(&rt, &id, &bundle);
+}
+
+#[test]
+fn pre_dumps_then_an_incremental_checkpoint_restore_the_container() {
+    let (rt, bundle, dir) = (Runtime::stasis(), counter_bundle(), TempDir::new("stasis-ckpt"));
+    let id = unique_id("cr-pre");
+    let _guard = rt.adopt(&id);
+    let run = run_counter(&rt, &bundle, &id);
+    let (p1, p2, fin) = (dir.path().join("p1"), dir.path().join("p2"), dir.path().join("final"));
+
+    // Two pre-dumps: memory only, the container keeps running.
+    rt.exec(&argv(&[&"checkpoint", &"--pre-dump", &"--image-path", &p1, &id])).ok();
+    assert!(p1.join("inventory.img").is_file() && !p1.join("tree.img").exists());
+    assert_eq!(rt.state(&id)["status"], "running");
+    rt.exec(&argv(&[&"checkpoint", &"--pre-dump", &"--parent-path", &"../p1", &"--image-path", &p2, &id])).ok();
+    assert_eq!(rt.state(&id)["status"], "running");
+    let before = progress(&bundle).expect("state");
+    wait_beyond(&bundle, before.iter + 2);
+
+    // The final checkpoint stores only what changed since p2.
+    rt.exec(&argv(&[&"checkpoint", &"--parent-path", &"../p2", &"--image-path", &fin, &id])).ok();
+    let at = progress(&bundle).expect("state");
+    let size = |d: &std::path::Path| fs::metadata(d.join("pages.img")).unwrap().len();
+    assert!(size(&fin) < size(&p1), "the incremental image ({}) should be smaller than the first ({})", size(&fin), size(&p1));
+    assert_gone(&rt, &id, &bundle);
+    drop(run);
+
+    // Restored through the chain final -> p2 -> p1.
+    let mut restored = restore(&rt, &fin, &bundle, &id, &[]);
+    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
+    let first = Progress::parse(&restored.line()).expect("a counter line");
+    assert_eq!((first.pid, first.errors), (1, 0));
+    assert!(first.iter >= at.iter, "{first:?} after {at:?}");
+    let later = wait_beyond(&bundle, at.iter + 3);
+    assert_eq!((later.pid, later.errors), (1, 0));
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    rt.wait_status(&id, "stopped", WAIT);
+    rt.exec(&["delete", &id]).ok();
     assert_gone(&rt, &id, &bundle);
 }

@@ -365,6 +365,7 @@ fn engine_dump(pid: i32, img: &Path, freezer: &Freezer, point: &str) -> stasis_c
         pre_copy: false,
         pre_dump: false,
         parent: None,
+        frozen_hook: None,
     };
     std::env::set_var("STASIS_FAULT", point);
     let r = stasis_checkpoint::dump(pid, &opts).map(drop);

@@ -50,14 +50,15 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         .work_path
         .as_ref()
         .map_or_else(|| image_dir.clone(), |w| cwd.join(w));
-    image::create_image_dir(&image_dir)
-        .with_context(|| format!("create image directory {}", image_dir.display()))?;
-    // As runc: the parent must exist, relative to the image directory.
+    // As runc: the parent must exist, relative to the image directory
+    // (resolved by name: the image directory may not exist yet).
     if let Some(p) = &opts.parent_path {
-        if !image_dir.join(p).is_dir() {
+        if !lexical(&image_dir.join(p)).is_dir() {
             bail!("invalid --parent-path");
         }
     }
+    image::create_image_dir(&image_dir)
+        .with_context(|| format!("create image directory {}", image_dir.display()))?;
     make_work_dir(&work_dir)?;
 
     let pid = state.pid;
@@ -109,6 +110,21 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
             bail!("{msg} (log file: {})", log_path.display())
         }
     }
+}
+
+/// `path` with `.` and `..` components resolved by name.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Flags whose work the engine does not do: refused, container untouched.
@@ -241,16 +257,14 @@ mod tests {
     #[test]
     fn unsupported_flags_are_refused() {
         let refused = |o: CheckpointOpts| refuse_unsupported(&o).unwrap_err().to_string();
+        // Incremental dumps are supported; a parent path must be relative.
+        assert!(refuse_unsupported(&CheckpointOpts { pre_dump: true, ..opts() }).is_ok());
+        assert!(refuse_unsupported(&CheckpointOpts { parent_path: Some("../p".into()), ..opts() }).is_ok());
         assert!(refused(CheckpointOpts {
-            pre_dump: true,
+            parent_path: Some("/abs".into()),
             ..opts()
         })
-        .contains("--pre-dump is not supported yet"));
-        assert!(refused(CheckpointOpts {
-            parent_path: Some("p".into()),
-            ..opts()
-        })
-        .contains("--parent-path is not supported yet"));
+        .contains("--parent-path must be relative"));
         assert!(refused(CheckpointOpts {
             lazy_pages: true,
             ..opts()
