@@ -34,6 +34,9 @@ pub struct Seized {
     freezer: Option<Freezer>,
     /// The cgroup was frozen (paused) before we came: leave it frozen.
     was_frozen: bool,
+    /// Threads were seized but may not have reached their ptrace stop yet
+    /// (between the seize of a frozen tree and the wait after the thaw).
+    unwaited: bool,
 }
 
 fn seize_thread(tid: i32) -> Result<bool> {
@@ -84,18 +87,19 @@ impl Seized {
         let Some(fz) = freezer else { return Self::collect_live(root) };
         let was_frozen = fz.is_frozen().ctx(|| format!("read freezer state of {}", fz.dir().display()))?;
         fz.freeze().ctx(|| format!("freeze {}", fz.dir().display()))?;
-        let mut seized = Seized { tasks: Vec::new(), released: false, freezer: Some(fz), was_frozen };
+        let mut seized = Seized { tasks: Vec::new(), released: false, freezer: Some(fz), was_frozen, unwaited: false };
         crate::error::fault_point("after-freeze")?;
+        // The frozen tree cannot change: list it, check nothing else is in
+        // the cgroup, and only then seize (so a refusal touches nothing).
         let mut queue: VecDeque<i32> = VecDeque::from([root]);
+        let mut threads: Vec<Vec<i32>> = Vec::new();
         while let Some(pid) = queue.pop_front() {
             let status = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of task {pid}"))?;
-            let mut task = SeizedTask { pid, tids: Vec::new(), zombie: status.state == 'Z', stopped: status.state == 'T', status };
-            if !task.zombie {
-                for tid in proc::threads(pid).ctx(|| format!("list threads of {pid}"))? {
-                    if seize_nowait(tid)? {
-                        task.tids.push(tid);
-                    }
-                }
+            let task = SeizedTask { pid, tids: Vec::new(), zombie: status.state == 'Z', stopped: status.state == 'T', status };
+            if task.zombie {
+                threads.push(Vec::new());
+            } else {
+                threads.push(proc::threads(pid).ctx(|| format!("list threads of {pid}"))?);
                 queue.extend(proc::children(pid).ctx(|| format!("list children of {pid}"))?);
             }
             seized.tasks.push(task);
@@ -110,6 +114,15 @@ impl Seized {
                 });
             }
         }
+        seized.unwaited = true;
+        for (t, tids) in seized.tasks.iter_mut().zip(threads) {
+            for tid in tids {
+                if seize_nowait(tid)? {
+                    t.tids.push(tid);
+                }
+            }
+        }
+        let fz = seized.freezer.as_ref().expect("set above");
         fz.thaw().ctx(|| "thaw the cgroup into ptrace stops".into())?;
         for t in &mut seized.tasks {
             let mut live = Vec::new();
@@ -119,6 +132,9 @@ impl Seized {
                 }
             }
             t.tids = live;
+        }
+        seized.unwaited = false;
+        for t in &mut seized.tasks {
             if !t.zombie {
                 if !t.tids.contains(&t.pid) {
                     return Err(Error::Unsupported { pid: t.pid, what: "a process whose main thread has exited".into() });
@@ -130,7 +146,7 @@ impl Seized {
     }
 
     fn collect_live(root: i32) -> Result<Seized> {
-        let mut seized = Seized { tasks: Vec::new(), released: false, freezer: None, was_frozen: false };
+        let mut seized = Seized { tasks: Vec::new(), released: false, freezer: None, was_frozen: false, unwaited: false };
         let mut seen: HashSet<i32> = HashSet::new();
         let mut queue: VecDeque<i32> = VecDeque::from([root]);
         while let Some(pid) = queue.pop_front() {
@@ -194,6 +210,18 @@ impl Seized {
             return;
         }
         self.released = true;
+        if self.unwaited {
+            // Seized but maybe not stopped yet: only a stopped tracee can be
+            // detached, so let everyone reach its stop first.
+            if let Some(fz) = &self.freezer {
+                let _ = fz.thaw();
+            }
+            for t in &self.tasks {
+                for &tid in &t.tids {
+                    let _ = wait_stop(tid);
+                }
+            }
+        }
         if let (Some(fz), true) = (&self.freezer, self.was_frozen) {
             // Paused before we came: stopped under ptrace counts as frozen, so
             // re-freezing first means nothing runs after we detach.

@@ -139,6 +139,13 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
                 interval_us: u64_at(&b, 0) * 1_000_000 + u64_at(&b, 1),
                 value_us: u64_at(&b, 2) * 1_000_000 + u64_at(&b, 3),
             };
+            // An expired ITIMER_REAL is re-armed only when its SIGALRM is
+            // dequeued: while the signal is pending (it is, in the image)
+            // the timer reads 0, and setitimer(0) would disarm it for good.
+            // Re-arm one interval ahead.
+            if it.value_us == 0 && it.interval_us != 0 {
+                it.value_us = it.interval_us;
+            }
         }
         let int_out = |r: &mut Remote, opt: i32| -> Result<i32> {
             r.call(libc::SYS_prctl, &[opt as u64, scratch]).map_err(|e| io(e, "read prctl"))?;
