@@ -56,11 +56,21 @@ pub struct Restored {
 
 /// Restores the image in `opts.image_dir`.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    with_stages(opts, None, |stages, tree, pages| stages.run(tree, pages, opts))
+}
+
+/// Loads and validates the image, runs `f`, and on any failure kills the
+/// new namespace (`init`, once known) so nothing half-made survives.
+fn with_stages(
+    opts: &RestoreOptions,
+    init: Option<i32>,
+    f: impl FnOnce(&mut Stages, &TreeImage, &PagesReader) -> Result<Restored>,
+) -> Result<Restored> {
     let t0 = Instant::now();
     let (inv, tree, pages) = image::open_image(&opts.image_dir)?;
     let parents = image::open_parents(&opts.image_dir, &inv)?;
-    let mut stages = Stages { init: None, pid_of: HashMap::new(), parents };
-    match stages.run(&tree, &pages, opts) {
+    let mut stages = Stages { init, pid_of: HashMap::new(), parents };
+    match f(&mut stages, &tree, &pages) {
         Ok(mut r) => {
             r.restore_us = t0.elapsed().as_micros() as u64;
             Ok(r)
@@ -324,21 +334,10 @@ pub fn container_stub_main(image_dir: &std::path::Path, ready_fd: i32, hold_fd: 
 /// started by [`container_stub_main`]; `ready`/`hold` the other ends of its
 /// control pipes.
 pub fn restore_attached(opts: &RestoreOptions, init: i32, ready: OwnedFd, hold: OwnedFd) -> Result<Restored> {
-    let t0 = Instant::now();
-    let (inv, tree, pages) = image::open_image(&opts.image_dir)?;
-    let parents = image::open_parents(&opts.image_dir, &inv)?;
-    let mut stages = Stages { init: Some(init), pid_of: HashMap::new(), parents };
-    let plan = make_plan(&tree, &pages, vec![None; tree.files.len()])?;
-    match stages.attach(&tree, &pages, &plan, init, ready, hold, opts) {
-        Ok(mut r) => {
-            r.restore_us = t0.elapsed().as_micros() as u64;
-            Ok(r)
-        }
-        Err(e) => {
-            stages.abort();
-            Err(e)
-        }
-    }
+    with_stages(opts, Some(init), |stages, tree, pages| {
+        let plan = make_plan(tree, pages, vec![None; tree.files.len()])?;
+        stages.attach(tree, pages, &plan, init, ready, hold, opts)
+    })
 }
 
 /// Seizes the stubs of `list` (task indexes) and morphs them; returns the
