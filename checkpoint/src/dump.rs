@@ -32,7 +32,7 @@ use crate::sys::inject::{find_syscall_insn, Remote};
 use crate::sys::{self};
 use crate::task;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DumpOptions {
     pub image_dir: PathBuf,
     /// Keep the tree running after the dump.

@@ -171,24 +171,33 @@ impl Seized {
                 }
                 for tid in new {
                     done.insert(tid);
-                    if seize_thread(tid)? {
-                        task.tids.push(tid);
+                    match seize_thread(tid) {
+                        Ok(true) => task.tids.push(tid),
+                        Ok(false) => {}
+                        Err(e) => {
+                            // This task is not in `seized` yet: let its
+                            // threads go here, the others go on drop.
+                            seized.detach_list(&task.tids);
+                            return Err(e);
+                        }
                     }
                 }
             }
             if !task.tids.contains(&pid) {
+                seized.detach_list(&task.tids);
                 if proc::Status::read(&format!("/proc/{pid}/status")).is_err() {
                     // Exited while we looked: not part of the tree any more.
-                    seized.detach_list(&task.tids);
                     continue;
                 }
                 return Err(Error::Unsupported { pid, what: "a process whose main thread has exited".into() });
             }
+            // From here on the task's threads are released on drop.
+            seized.tasks.push(task);
+            let task = seized.tasks.last_mut().expect("just pushed");
             task.tids.sort_unstable_by_key(|&t| (t != pid, t));
             let kids = proc::children(pid).ctx(|| format!("list children of {pid}"))?;
             // Re-read status now that it is stopped (pending signals are final).
             task.status = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of {pid}"))?;
-            seized.tasks.push(task);
             queue.extend(kids);
         }
         Ok(seized)
