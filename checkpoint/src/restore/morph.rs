@@ -159,7 +159,11 @@ impl Morph<'_> {
         self.fill(pid, &mem, &mm.vmas)?;
 
         // 5. mm fields (brk, arg/env, auxv, exe), then close helper fds.
-        let exe_fd = open_in(&mut r, scratch, &mm.exe, libc::O_RDONLY).map_err(e("open executable"))?;
+        // The executable is usually mapped already: reuse that fd.
+        let (exe_fd, exe_opened) = match opened.get(&(mm.exe.clone(), false)) {
+            Some(fd) => (*fd, false),
+            None => (open_in(&mut r, scratch, &mm.exe, libc::O_RDONLY).map_err(e("open executable"))?, true),
+        };
         let mut map = Vec::with_capacity(13);
         map.extend_from_slice(&[
             mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
@@ -173,13 +177,16 @@ impl Morph<'_> {
         r.write_mem(scratch, &buf).map_err(e("write mm map"))?;
         r.write_mem(scratch + 512, &auxv).map_err(e("write auxv"))?;
         r.call(libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, scratch, buf.len() as u64, 0]).map_err(e("set mm fields"))?;
-        for fd in opened.values().copied().chain([exe_fd]) {
+        for fd in opened.values().copied().chain(exe_opened.then_some(exe_fd)) {
             r.call(libc::SYS_close, &[fd]).map_err(e("close helper fd"))?;
         }
         r.call(libc::SYS_close_range, &[self.base as u64, u32::MAX as u64, 0]).map_err(e("close staging fds"))?;
 
         // 6. Signals queued by the stub phase (SIGCHLD of zombies) go; the dumped ones come back.
-        drain_signals(&mut r, scratch).map_err(e("drain stub signals"))?;
+        let st = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of stub {vpid}"))?;
+        if st.sig_pnd != 0 || st.shd_pnd != 0 {
+            drain_signals(&mut r, scratch).map_err(e("drain stub signals"))?;
+        }
         for si in &t.shared_pending {
             let sig = si_signo(si);
             r.write_mem(scratch, si).map_err(e("write siginfo"))?;
@@ -278,7 +285,11 @@ impl Morph<'_> {
             }
             Ok(())
         };
-        let [(_, a), (_, b)] = halves;
+        let [(na, a), (nb, b)] = halves;
+        if na + nb < 4 << 20 {
+            // Not worth two threads.
+            return work(a).and(work(b));
+        }
         std::thread::scope(|s| {
             let h = s.spawn(|| work(b));
             let ra = work(a);
