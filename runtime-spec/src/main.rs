@@ -9,6 +9,7 @@ mod commands;
 mod container;
 mod delegate;
 mod logging;
+mod oplock;
 mod restore_bundle;
 mod stats;
 mod tmpfs;

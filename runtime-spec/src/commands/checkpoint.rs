@@ -20,6 +20,7 @@ use stasis_checkpoint::{dump, image, DumpOptions, DumpStats};
 use crate::cli::{CheckpointOpts, GlobalOpts};
 use crate::container::Runtime;
 use crate::logging::Logger;
+use crate::oplock;
 use crate::stats;
 
 pub const LOG_FILE: &str = "dump.log";
@@ -30,6 +31,9 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
     let logger = Logger::new(global);
     let rt = Runtime::new(global, &logger);
     let id = &opts.id;
+    // One checkpoint (or restore) of a container at a time: a second one is
+    // refused here, before anything is looked at.
+    let _lock = oplock::acquire(global, id, "checkpoint")?;
     let state = rt
         .state(id)?
         .ok_or_else(|| anyhow!("container does not exist"))?;

@@ -34,6 +34,7 @@ use stasis_checkpoint::restore::{restore_attached, RestoreOptions, Restored};
 use crate::cli::{GlobalOpts, RestoreOpts};
 use crate::container::{self, Runtime};
 use crate::logging::Logger;
+use crate::oplock;
 use crate::restore_bundle::{self, PrivateDir, PRESERVED_FDS};
 use crate::{stats, waiter};
 
@@ -52,6 +53,9 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
     }
     let logger = Logger::new(global);
     let rt = Runtime::new(global, &logger);
+    // Another restore (or a checkpoint) of this id is refused before
+    // anything is looked at.
+    let lock = oplock::acquire(global, &opts.id, "restore")?;
     let cwd = std::env::current_dir().context("get the current directory")?;
     let image = cwd.join(
         opts.image_path
@@ -114,6 +118,8 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
                     ..Default::default()
                 },
             );
+            // The container exists now: a checkpoint of it may start.
+            drop(lock);
             if opts.detach {
                 return Ok(0);
             }
