@@ -9,7 +9,7 @@ CARGO ?= cargo
 # busybox-static: the tests' and the demo's rootfs; gcc/libc6-dev: C test
 # workloads; jq: the demo.
 APT_PACKAGES := runc busybox-static gcc libc6-dev jq
-# make test ends with a bounded run of the image decoder's fuzz target.
+# make test starts with a bounded run of the image decoder's fuzz target.
 CI_FUZZ_SECONDS ?= 30
 
 .PHONY: all deps build demo test bench clean
@@ -38,8 +38,8 @@ demo: deps build
 
 # Integration tests start real containers: root, and one at a time.
 test: deps build
-	$(CARGO) test --release --workspace -- --test-threads=1
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(CARGO) test --release --workspace -- --test-threads=1
 
 # Checkpoint/restore speed against runc+CRIU on the shared workloads and the
 # scaling series (needs ../shared/bench, or BENCH_DIR); BENCH_REPS=3 by default.
