@@ -114,7 +114,7 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
     let leader = &mut rs[0];
     let vpid = threads[0].tid;
     let io = |e: std::io::Error, what: &str| Error::Io { context: format!("task {vpid}: {what}"), cause: e };
-    let scratch = leader.mmap_scratch(0, 4096).map_err(|e| io(e, "map scratch page"))?;
+    let scratch = leader.mmap_scratch(0, 4096, false).map_err(|e| io(e, "map scratch page"))?;
     let result = (|| -> Result<Injected> {
         let leader = &mut rs[0];
         let mut sigactions = vec![SigAction::default(); 64];
@@ -188,18 +188,26 @@ pub fn creds_of(s: &Status, securebits: u32) -> Creds {
     }
 }
 
+/// Resource limits, from `/proc/<pid>/limits` (one row per resource, in
+/// resource order): unlike `prlimit`, reading it needs no CAP_SYS_RESOURCE
+/// when the task runs under another uid.
 pub fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
-    let mut v = Vec::new();
-    for res in 0..16u32 {
-        let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: prlimit64 with a null new-limit pointer only writes `old`.
-        let r = unsafe { libc::prlimit64(pid, res as _, std::ptr::null(), &mut old) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error()).ctx(|| format!("read rlimits of {pid}"));
-        }
-        v.push(Rlimit { resource: res, cur: old.rlim_cur, max: old.rlim_max });
+    let path = format!("/proc/{pid}/limits");
+    let text = fs::read_to_string(&path).ctx(|| format!("read rlimits of {pid}"))?;
+    parse_limits(&text).ok_or_else(|| Error::Io { context: format!("read rlimits of {pid}"), cause: std::io::Error::other(format!("{path}: unexpected format")) })
+}
+
+fn parse_limits(text: &str) -> Option<Vec<Rlimit>> {
+    let value = |s: &str| if s == "unlimited" { Some(libc::RLIM64_INFINITY) } else { s.parse().ok() };
+    let mut v = Vec::with_capacity(16);
+    // "Max open files            1024                 1048576              files"
+    // (name in 26 columns, then soft and hard limits in 21 each).
+    for (res, line) in (0..16u32).zip(text.lines().skip(1)) {
+        let soft = line.get(26..)?.split_whitespace().next()?;
+        let hard = line.get(47..)?.split_whitespace().next()?;
+        v.push(Rlimit { resource: res, cur: value(soft)?, max: value(hard)? });
     }
-    Ok(v)
+    (v.len() == 16).then_some(v)
 }
 
 pub fn fs_info(pid: i32, umask: u32) -> Result<FsInfo> {
@@ -213,4 +221,28 @@ pub fn read_num(path: &str) -> i64 {
     let s = fs::read_to_string(path).unwrap_or_default();
     let s = s.trim();
     i64::from_str_radix(s.trim_start_matches("0x"), if s.starts_with("0x") { 16 } else { 10 }).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_of_this_process_match_getrlimit() {
+        let v = rlimits(std::process::id() as i32).expect("own limits");
+        for r in v {
+            let mut want = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: prlimit64 on ourselves with a null new limit only writes `want`.
+            assert_eq!(unsafe { libc::prlimit64(0, r.resource as _, std::ptr::null(), &mut want) }, 0);
+            assert_eq!((r.cur, r.max), (want.rlim_cur, want.rlim_max), "resource {}", r.resource);
+        }
+    }
+
+    #[test]
+    fn truncated_limits_are_refused() {
+        let text = std::fs::read_to_string("/proc/self/limits").expect("read limits");
+        let cut: Vec<&str> = text.lines().take(10).collect();
+        assert!(parse_limits(&cut.join("\n")).is_none());
+        assert!(parse_limits(&text.replace("unlimited", "lots")).is_none());
+    }
 }

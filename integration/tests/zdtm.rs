@@ -95,6 +95,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("brk_heap", Mode::LeaveRunning),
     ("seccomp", Mode::Kill),
     ("seccomp", Mode::LeaveRunning),
+    ("creds", Mode::Kill),
+    ("creds", Mode::LeaveRunning),
 ];
 
 
@@ -260,6 +262,7 @@ zdtm_tests!(
     shm_kinds,
     brk_heap,
     seccomp,
+    creds,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.
