@@ -52,6 +52,8 @@ pub struct Restored {
     pub init_pid: i32,
     pub restore_us: u64,
     pub pages_restored: u64,
+    /// Named stages with their end time since the start of the restore (us).
+    pub phases: Vec<(&'static str, u64)>,
 }
 
 /// Restores the image in `opts.image_dir`.
@@ -69,10 +71,11 @@ fn with_stages(
     let t0 = Instant::now();
     let (inv, tree, pages) = image::open_image(&opts.image_dir)?;
     let parents = image::open_parents(&opts.image_dir, &inv)?;
-    let mut stages = Stages { init, pid_of: HashMap::new(), parents };
+    let mut stages = Stages { init, pid_of: HashMap::new(), parents, t0, phases: Vec::new() };
     match f(&mut stages, &tree, &pages) {
         Ok(mut r) => {
             r.restore_us = t0.elapsed().as_micros() as u64;
+            r.phases = std::mem::take(&mut stages.phases);
             Ok(r)
         }
         Err(e) => {
@@ -87,9 +90,15 @@ struct Stages {
     pid_of: HashMap<i32, i32>,
     /// pages.img of the parent images (`--parent-path` chains), parent first.
     parents: Vec<PagesReader>,
+    t0: Instant,
+    phases: Vec<(&'static str, u64)>,
 }
 
 impl Stages {
+    fn mark(&mut self, stage: &'static str) {
+        self.phases.push((stage, self.t0.elapsed().as_micros() as u64));
+    }
+
     fn abort(&mut self) {
         if let Some(init) = self.init.take() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
@@ -143,11 +152,13 @@ impl Stages {
         hold_w: OwnedFd,
         opts: &RestoreOptions,
     ) -> Result<Restored> {
+        self.mark("load");
         if has_sysv(tree) {
             make_sysv(init, tree, pages)?;
         }
         self.wait_ready(ready_r, tree.tasks.len(), init, opts.timeout.unwrap_or(Duration::from_secs(60)))?;
         fault_point("mid-tree")?;
+        self.mark("fork");
 
         // --- seize, morph, release: on two tracer threads (ptrace belongs to
         // the thread that seized), all-or-nothing: nobody is released until
@@ -201,9 +212,10 @@ impl Stages {
             let i = errs.iter().position(|e| !e.to_string().contains("another restore worker")).unwrap_or(0);
             return Err(errs.swap_remove(i));
         }
+        self.mark("morph");
         let root_pid = self.pid_of[&tree.root];
         self.init = None;
-        Ok(Restored { root_pid, init_pid: init, restore_us: 0, pages_restored: restored_pages })
+        Ok(Restored { root_pid, init_pid: init, restore_us: 0, pages_restored: restored_pages, phases: Vec::new() })
     }
 
     fn wait_ready(&mut self, ready: OwnedFd, n: usize, init: i32, timeout: Duration) -> Result<()> {

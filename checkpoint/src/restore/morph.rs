@@ -14,10 +14,12 @@ use crate::error::{Context, Error, Result};
 use crate::image::PagesReader;
 use crate::model::{Creds, ShmemKind, TaskImage, ThreadImage, TreeImage, Vma, VmaKind};
 use crate::proc;
-use crate::sys::inject::{find_syscall_insn, Remote};
+use crate::sys::inject::{find_syscall_insn, Batch, Remote, BATCH_AREA_LEN};
 use crate::sys::ptrace::{self, Stop};
 
-const SCRATCH_LEN: u64 = 64 << 10;
+/// Scratch memory: arguments of single injected calls, then a batch area.
+const SINGLE_LEN: u64 = 64 << 10;
+const SCRATCH_LEN: u64 = SINGLE_LEN + BATCH_AREA_LEN;
 /// End of the x86_64 user address space (4-level paging).
 const TASK_TOP: u64 = 0x7fff_ffff_f000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -96,7 +98,7 @@ impl Morph<'_> {
     pub fn morph(&self, t: &TaskImage, pid: i32) -> Result<Vec<i32>> {
         let vpid = t.pid;
         let mm = t.mm.as_ref().ok_or_else(|| Error::Restore(format!("task {vpid} has no memory image")))?;
-        let maps = proc::smaps(pid).ctx(|| format!("read mappings of stub {vpid}"))?;
+        let maps = proc::maps(pid).ctx(|| format!("read mappings of stub {vpid}"))?;
         let cur = stub_block(&maps).ok_or_else(|| Error::Restore(format!("stub {vpid} has no vdso")))?;
         let want = image_block(&mm.vmas).ok_or_else(|| Error::Restore(format!("task {vpid}: image has no vdso")))?;
         let size = |r: (u64, u64)| r.1 - r.0;
@@ -130,104 +132,130 @@ impl Morph<'_> {
             }
         }
 
-        // 2. Move the vdso block (all three pieces by one delta), via a hole if needed.
+        // 2. Scratch memory in a hole of the final layout: arguments of
+        //    single calls below SINGLE_LEN, then the area batches run from.
         let busy: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).chain([keep]).collect();
+        let scratch_at = find_hole(&busy, SCRATCH_LEN).ok_or_else(|| Error::Restore("no room for scratch memory".into()))?;
+        let scratch = r.mmap_scratch(scratch_at, SCRATCH_LEN, true).map_err(e("map scratch memory"))?;
+        let area = scratch + SINGLE_LEN;
+
+        // 3. Move the vdso block (all three pieces by one delta, via a hole
+        //    if needed) and open every mapped file and the executable.
+        let mut b = Batch::new(&mut r, area).map_err(e("start a batch"))?;
         let mut at = cur;
         if at.vvar.0 != want.vvar.0 {
             if overlaps(at.span(), want.span()) {
-                let hole = find_hole(&busy, size(at.span())).ok_or_else(|| Error::Restore("no room to move the vdso".into()))?;
-                at = move_block(&mut r, &at, hole).map_err(e("move vdso"))?;
+                let taken: Vec<(u64, u64)> = busy.iter().copied().chain([(scratch, scratch + SCRATCH_LEN)]).collect();
+                let hole = find_hole(&taken, size(at.span())).ok_or_else(|| Error::Restore("no room to move the vdso".into()))?;
+                at = move_block(&mut b, &at, hole).map_err(e("move vdso"))?;
             }
-            at = move_block(&mut r, &at, want.vvar.0).map_err(e("move vdso"))?;
+            at = move_block(&mut b, &at, want.vvar.0).map_err(e("move vdso"))?;
         }
+        let mut files: Vec<(String, bool)> = Vec::new();
+        for v in &mm.vmas {
+            if let VmaKind::File { path } = &v.kind {
+                let key = (path.clone(), v.flags & libc::MAP_SHARED != 0 && v.prot & libc::PROT_WRITE != 0);
+                if !files.contains(&key) {
+                    files.push(key);
+                }
+            }
+        }
+        if !files.iter().any(|(p, rw)| p == &mm.exe && !rw) {
+            files.push((mm.exe.clone(), false));
+        }
+        let mut slots = Vec::with_capacity(files.len());
+        for (path, rw) in &files {
+            slots.push(open_in(&mut b, path, if *rw { libc::O_RDWR } else { libc::O_RDONLY }).map_err(e("open mapped file"))?);
+        }
+        let res = b.finish().map_err(e("open mapped files"))?;
+        let opened: HashMap<(String, bool), u64> = files.into_iter().zip(slots.iter().map(|&k| res[k] as u64)).collect();
         r.set_syscall_ip(at.vdso.0 + ip_off);
 
-        // 3. Scratch memory for syscall arguments, in a hole of the final layout.
-        let scratch_at = find_hole(&busy, SCRATCH_LEN).ok_or_else(|| Error::Restore("no room for scratch memory".into()))?;
-        let scratch = r.mmap_scratch(scratch_at, SCRATCH_LEN).map_err(e("map scratch memory"))?;
-
-        // 4. Every dumped VMA, then its pages.
-        let mut opened: HashMap<(String, bool), u64> = HashMap::new();
+        // 4. Every dumped VMA with its hints (so that a huge-page VMA is
+        //    filled with huge pages), then its pages.
+        let mut b = Batch::new(&mut r, area).map_err(e("start a batch"))?;
         for v in &mm.vmas {
-            self.map_vma(&mut r, scratch, v, &mut opened).map_err(|x| err(vpid, &format!("map {:#x}-{:#x}", v.start, v.end), x))?;
-            // Hints first, so a huge-page VMA is filled with huge pages.
+            self.map_vma(&mut b, v, &opened).map_err(e("map memory"))?;
             for &adv in &v.madvise {
-                r.call(libc::SYS_madvise, &[v.start, v.end - v.start, adv as u64]).map_err(e("madvise"))?;
+                b.call(libc::SYS_madvise, &[v.start, v.end - v.start, adv as u64], format!("madvise {:#x}", v.start))
+                    .map_err(e("madvise"))?;
             }
         }
+        b.finish().map_err(e("map memory"))?;
         let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of {vpid}"))?;
         self.fill(pid, &mem, &mm.vmas)?;
 
-        // 5. mm fields (brk, arg/env, auxv, exe), then close helper fds.
-        // The executable is usually mapped already: reuse that fd.
-        let (exe_fd, exe_opened) = match opened.get(&(mm.exe.clone(), false)) {
-            Some(fd) => (*fd, false),
-            None => (open_in(&mut r, scratch, &mm.exe, libc::O_RDONLY).map_err(e("open executable"))?, true),
-        };
-        let mut map = Vec::with_capacity(13);
-        map.extend_from_slice(&[
-            mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
-            mm.arg_start, mm.arg_end, mm.env_start, mm.env_end,
-        ]);
-        let auxv: Vec<u8> = mm.auxv.iter().take(2 * 52).flat_map(|w| w.to_le_bytes()).collect();
-        map.push(scratch + 512);
-        let mut buf: Vec<u8> = map.iter().flat_map(|w| w.to_le_bytes()).collect();
-        buf.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&(exe_fd as u32).to_le_bytes());
-        r.write_mem(scratch, &buf).map_err(e("write mm map"))?;
-        r.write_mem(scratch + 512, &auxv).map_err(e("write auxv"))?;
-        r.call(libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, scratch, buf.len() as u64, 0]).map_err(e("set mm fields"))?;
-        for fd in opened.values().copied().chain(exe_opened.then_some(exe_fd)) {
-            r.call(libc::SYS_close, &[fd]).map_err(e("close helper fd"))?;
-        }
-        r.call(libc::SYS_close_range, &[self.base as u64, u32::MAX as u64, 0]).map_err(e("close staging fds"))?;
-
-        // 6. Signals queued by the stub phase (SIGCHLD of zombies) go; the dumped ones come back.
+        // 5. Signals queued by the stub phase (SIGCHLD of zombies) go.
         let st = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of stub {vpid}"))?;
         if st.sig_pnd != 0 || st.shd_pnd != 0 {
             drain_signals(&mut r, scratch).map_err(e("drain stub signals"))?;
         }
+
+        // 6. In one batch: mm fields (brk, arg/env, auxv, exe), helper fds
+        //    closed, the dumped signals and itimers, the leader's
+        //    per-thread state and, when it is alone, its credentials.
+        let single = t.threads.len() == 1;
+        let mut b = Batch::new(&mut r, area).map_err(e("start a batch"))?;
+        let auxv: Vec<u8> = mm.auxv.iter().take(2 * 52).flat_map(|w| w.to_le_bytes()).collect();
+        let auxv_at = b.put(&auxv).map_err(e("write auxv"))?;
+        let exe_fd = opened[&(mm.exe.clone(), false)];
+        let mut buf: Vec<u8> = [
+            mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack,
+            mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_at,
+        ]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+        buf.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+        let map_at = b.put(&buf).map_err(e("write mm map"))?;
+        b.call(libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, map_at, buf.len() as u64, 0], "set mm fields").map_err(e("mm"))?;
+        for &fd in opened.values() {
+            b.call(libc::SYS_close, &[fd], "close helper fd").map_err(e("close"))?;
+        }
+        b.call(libc::SYS_close_range, &[self.base as u64, u32::MAX as u64, 0], "close staging fds").map_err(e("close"))?;
         for si in &t.shared_pending {
-            let sig = si_signo(si);
-            r.write_mem(scratch, si).map_err(e("write siginfo"))?;
-            r.call(libc::SYS_rt_sigqueueinfo, &[vpid as u64, sig, scratch]).map_err(e("queue signal"))?;
+            let a = b.put(si).map_err(e("write siginfo"))?;
+            b.call(libc::SYS_rt_sigqueueinfo, &[vpid as u64, si_signo(si), a], "queue signal").map_err(e("signal"))?;
         }
         for (which, it) in t.itimers.iter().enumerate() {
             if it.value_us == 0 && it.interval_us == 0 {
                 continue;
             }
             let v = [it.interval_us / 1_000_000, it.interval_us % 1_000_000, it.value_us / 1_000_000, it.value_us % 1_000_000];
-            let b: Vec<u8> = v.iter().flat_map(|w| w.to_le_bytes()).collect();
-            r.write_mem(scratch, &b).map_err(e("write itimer"))?;
-            r.call(libc::SYS_setitimer, &[which as u64, scratch, 0]).map_err(e("set itimer"))?;
+            let a = b.put(&v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()).map_err(e("write itimer"))?;
+            b.call(libc::SYS_setitimer, &[which as u64, a, 0], "set itimer").map_err(e("itimer"))?;
         }
+        thread_state(&mut b, vpid, &t.threads[0]).map_err(e("thread state"))?;
+        if single {
+            restore_creds(&mut b, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
+        }
+        b.finish().map_err(|x| err(vpid, "finish", x))?;
 
-        // 7. Threads: the leader's per-thread state, then each other thread, created with its tid.
+        // 7. Other threads, created with their tids, then their state and
+        //    everyone's credentials (the leader's too, once they exist).
         ptrace::set_options(pid, ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_SUSPEND_SECCOMP)
             .ctx(|| "set ptrace options".into())?;
         let mut remotes = vec![];
         let mut tids = vec![pid];
-        for (i, th) in t.threads.iter().enumerate() {
-            if i == 0 {
-                continue;
-            }
+        for th in t.threads.iter().skip(1) {
             let tid = spawn_thread(&mut r, scratch, th).map_err(e("create thread"))?;
             tids.push(tid);
             let ip = r.syscall_ip();
             remotes.push(Remote::new(pid, tid, ip).ctx(|| format!("start injection in thread {}", th.tid))?);
         }
         remotes.insert(0, r);
-        for (rm, th) in remotes.iter_mut().zip(&t.threads) {
-            thread_state(rm, scratch, th).map_err(|x| err(vpid, &format!("thread {} state", th.tid), x))?;
-            // Signals pending for this thread only, queued by the thread to itself.
-            for si in &th.pending {
-                rm.write_mem(scratch, si).map_err(e("write siginfo"))?;
-                rm.call(libc::SYS_rt_tgsigqueueinfo, &[vpid as u64, th.tid as u64, si_signo(si), scratch])
-                    .map_err(e("queue thread signal"))?;
-            }
+        for (rm, th) in remotes.iter_mut().zip(&t.threads).skip(1) {
+            let mut b = Batch::new(rm, area).map_err(e("start a batch"))?;
+            thread_state(&mut b, vpid, th).map_err(e("thread state"))?;
+            b.finish().map_err(|x| err(vpid, &format!("thread {} state", th.tid), x))?;
         }
-        for rm in remotes.iter_mut() {
-            restore_creds(rm, scratch, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
+        if !single {
+            for rm in remotes.iter_mut() {
+                let mut b = Batch::new(rm, area).map_err(e("start a batch"))?;
+                restore_creds(&mut b, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
+                b.finish().map_err(e("credentials"))?;
+            }
         }
         // Seccomp filters last of all (our later injections are not
         // filtered: seccomp is suspended for tracees).
@@ -298,27 +326,21 @@ impl Morph<'_> {
         })
     }
 
-    fn map_vma(&self, r: &mut Remote, scratch: u64, v: &Vma, opened: &mut HashMap<(String, bool), u64>) -> std::io::Result<()> {
+    fn map_vma(&self, b: &mut Batch, v: &Vma, opened: &HashMap<(String, bool), u64>) -> std::io::Result<()> {
         let len = v.end - v.start;
         let fixed = libc::MAP_FIXED as u64;
+        let what = format!("map {:#x}-{:#x}", v.start, v.end);
         match &v.kind {
             VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vdso => Ok(()),
             VmaKind::Anon => {
                 let flags = (v.flags | libc::MAP_ANONYMOUS) as u64 | fixed;
-                r.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, flags, u64::MAX, 0]).map(drop)
+                b.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, flags, u64::MAX, 0], what).map(drop)
             }
             VmaKind::File { path } => {
-                let shared = v.flags & libc::MAP_SHARED != 0;
-                let rw = shared && v.prot & libc::PROT_WRITE != 0;
-                let fd = match opened.get(&(path.clone(), rw)) {
-                    Some(fd) => *fd,
-                    None => {
-                        let fd = open_in(r, scratch, path, if rw { libc::O_RDWR } else { libc::O_RDONLY })?;
-                        opened.insert((path.clone(), rw), fd);
-                        fd
-                    }
-                };
-                r.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, v.flags as u64 | fixed, fd, v.pgoff]).map(drop)
+                let rw = v.flags & libc::MAP_SHARED != 0 && v.prot & libc::PROT_WRITE != 0;
+                let fd = *opened.get(&(path.clone(), rw)).ok_or_else(|| std::io::Error::other(format!("{path} was not opened")))?;
+                b.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, v.flags as u64 | fixed, fd, v.pgoff], format!("{what} ({path})"))
+                    .map(drop)
             }
             VmaKind::Shmem { id } => {
                 let obj = self.tree.shmem.get(*id as usize).ok_or_else(|| std::io::Error::other("unknown shmem"))?;
@@ -330,45 +352,42 @@ impl Morph<'_> {
                     if v.prot & libc::PROT_EXEC != 0 {
                         fl |= libc::SHM_EXEC as u64;
                     }
-                    return r.call(libc::SYS_shmat, &[shmid as u64, v.start, fl]).map(drop);
+                    return b.call(libc::SYS_shmat, &[shmid as u64, v.start, fl], what).map(drop);
                 }
                 let fd = self.shmem_fd[*id as usize] as u64;
-                r.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, libc::MAP_SHARED as u64 | fixed, fd, v.pgoff]).map(drop)
+                b.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, libc::MAP_SHARED as u64 | fixed, fd, v.pgoff], what).map(drop)
             }
         }
     }
 }
 
-fn move_block(r: &mut Remote, b: &Block, to: u64) -> std::io::Result<Block> {
-    let delta = to.wrapping_sub(b.vvar.0);
-    let mv = |r: &mut Remote, (s, e): (u64, u64)| -> std::io::Result<(u64, u64)> {
+fn move_block(b: &mut Batch, from: &Block, to: u64) -> std::io::Result<Block> {
+    let delta = to.wrapping_sub(from.vvar.0);
+    let mut mv = |(s, e): (u64, u64)| -> std::io::Result<(u64, u64)> {
         let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-        r.call(libc::SYS_mremap, &[s, e - s, e - s, flags, s.wrapping_add(delta)])?;
+        b.call(libc::SYS_mremap, &[s, e - s, e - s, flags, s.wrapping_add(delta)], "move the vdso block")?;
         Ok((s.wrapping_add(delta), e.wrapping_add(delta)))
     };
-    let vvar = mv(r, b.vvar)?;
-    let vclock = match b.vclock {
-        Some(c) => Some(mv(r, c)?),
+    // (The batch runs from scratch memory: moving the vdso's syscall
+    // instruction is fine; the caller points single calls at the new one.)
+    let vvar = mv(from.vvar)?;
+    let vclock = match from.vclock {
+        Some(c) => Some(mv(c)?),
         None => None,
     };
-    // The syscall instruction lives in [vdso]: after this mremap the next
-    // injection must use the new address (the caller updates it).
-    let old_ip = r.syscall_ip();
-    let vdso = mv(r, b.vdso)?;
-    r.set_syscall_ip(old_ip.wrapping_add(delta));
+    let vdso = mv(from.vdso)?;
     Ok(Block { vvar, vclock, vdso })
 }
 
-/// `openat(AT_FDCWD, path, flags)` inside the task.
-fn open_in(r: &mut Remote, scratch: u64, path: &str, flags: i32) -> std::io::Result<u64> {
-    let mut b = path.as_bytes().to_vec();
-    if b.len() >= 4096 || b.contains(&0) {
+/// Queues `openat(AT_FDCWD, path, flags)`; returns its slot in the batch's results.
+fn open_in(b: &mut Batch, path: &str, flags: i32) -> std::io::Result<usize> {
+    let mut p = path.as_bytes().to_vec();
+    if p.len() >= 4096 || p.contains(&0) {
         return Err(std::io::Error::other(format!("bad path {path:?}")));
     }
-    b.push(0);
-    r.write_mem(scratch + 4096, &b)?;
-    r.call(libc::SYS_openat, &[libc::AT_FDCWD as u64, scratch + 4096, (flags | libc::O_CLOEXEC) as u64, 0])
-        .map_err(|e| std::io::Error::new(e.kind(), format!("open {path}: {e}")))
+    p.push(0);
+    let at = b.put(&p)?;
+    b.call(libc::SYS_openat, &[libc::AT_FDCWD as u64, at, (flags | libc::O_CLOEXEC) as u64, 0], format!("open {path}"))
 }
 
 fn si_signo(si: &[u8]) -> u64 {
@@ -405,25 +424,31 @@ fn spawn_thread(r: &mut Remote, scratch: u64, th: &ThreadImage) -> std::io::Resu
     }
 }
 
-fn thread_state(r: &mut Remote, scratch: u64, th: &ThreadImage) -> std::io::Result<()> {
+/// Queues the per-thread state of `th` (thread of process `vpid`) and the
+/// signals pending for it alone, which it queues to itself.
+fn thread_state(b: &mut Batch, vpid: i32, th: &ThreadImage) -> std::io::Result<()> {
     if th.robust_list != 0 {
-        r.call(libc::SYS_set_robust_list, &[th.robust_list, th.robust_list_len])?;
+        b.call(libc::SYS_set_robust_list, &[th.robust_list, th.robust_list_len], "set robust list")?;
     }
-    r.call(libc::SYS_set_tid_address, &[th.clear_child_tid])?;
+    b.call(libc::SYS_set_tid_address, &[th.clear_child_tid], "set tid address")?;
     let ss = &th.sigaltstack;
     if ss.flags & libc::SS_DISABLE == 0 && ss.size != 0 {
-        let b: Vec<u8> = [ss.sp, (ss.flags & !libc::SS_ONSTACK) as u64, ss.size].iter().flat_map(|w| w.to_le_bytes()).collect();
-        r.write_mem(scratch + 16384, &b)?;
-        r.call(libc::SYS_sigaltstack, &[scratch + 16384, 0])?;
+        let v: Vec<u8> = [ss.sp, (ss.flags & !libc::SS_ONSTACK) as u64, ss.size].iter().flat_map(|w| w.to_le_bytes()).collect();
+        let at = b.put(&v)?;
+        b.call(libc::SYS_sigaltstack, &[at, 0], "set signal stack")?;
     }
     if let Some(rs) = th.rseq {
-        r.call(libc::SYS_rseq, &[rs.ptr, rs.len as u64, 0, rs.sig as u64])?;
+        b.call(libc::SYS_rseq, &[rs.ptr, rs.len as u64, 0, rs.sig as u64], "register rseq")?;
     }
     if !th.comm.is_empty() {
-        let mut b = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
-        b.push(0);
-        r.write_mem(scratch + 16384 + 64, &b)?;
-        r.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, scratch + 16384 + 64])?;
+        let mut name = th.comm.as_bytes()[..th.comm.len().min(15)].to_vec();
+        name.push(0);
+        let at = b.put(&name)?;
+        b.call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, at], "set thread name")?;
+    }
+    for si in &th.pending {
+        let at = b.put(si)?;
+        b.call(libc::SYS_rt_tgsigqueueinfo, &[vpid as u64, th.tid as u64, si_signo(si), at], "queue thread signal")?;
     }
     Ok(())
 }
@@ -450,41 +475,48 @@ fn install_seccomp(r: &mut Remote, scratch: u64, filters: &[Vec<u8>]) -> std::io
 
 /// Credentials last, per thread: bounding set, groups and ids with
 /// capabilities kept across the uid change, then the capability sets.
-fn restore_creds(r: &mut Remote, scratch: u64, c: &Creds, nnp: bool) -> std::io::Result<()> {
+fn restore_creds(b: &mut Batch, c: &Creds, nnp: bool) -> std::io::Result<()> {
     let full = (1u64 << 41) - 1;
     let root = c.uids == [0; 4] && c.gids == [0; 4];
     let all_caps = c.cap_eff & full == full && c.cap_prm & full == full && c.cap_bnd & full == full;
     if !(root && all_caps && c.cap_amb == 0 && c.cap_inh == 0 && c.groups.is_empty()) {
         for cap in 0..64u64 {
             if c.cap_bnd & (1 << cap) == 0 {
-                let _ = r.call(libc::SYS_prctl, &[libc::PR_CAPBSET_DROP as u64, cap]);
+                // Capabilities this kernel does not know fail: fine.
+                b.call_tolerant(libc::SYS_prctl, &[libc::PR_CAPBSET_DROP as u64, cap])?;
             }
         }
-        r.call(libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, (c.securebits | 0x10) as u64])?;
+        b.call(libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, (c.securebits | 0x10) as u64], "set securebits")?;
         let g: Vec<u8> = c.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
-        r.write_mem(scratch + 20480, &g)?;
-        r.call(libc::SYS_setgroups, &[c.groups.len() as u64, scratch + 20480])?;
-        r.call(libc::SYS_setresgid, &[c.gids[0] as u64, c.gids[1] as u64, c.gids[2] as u64])?;
-        r.call(libc::SYS_setfsgid, &[c.gids[3] as u64])?;
-        r.call(libc::SYS_setresuid, &[c.uids[0] as u64, c.uids[1] as u64, c.uids[2] as u64])?;
-        r.call(libc::SYS_setfsuid, &[c.uids[3] as u64])?;
+        let groups_at = b.put(&g)?;
+        b.call(libc::SYS_setgroups, &[c.groups.len() as u64, groups_at], "set groups")?;
+        b.call(libc::SYS_setresgid, &[c.gids[0] as u64, c.gids[1] as u64, c.gids[2] as u64], "set gids")?;
+        b.call(libc::SYS_setfsgid, &[c.gids[3] as u64], "set fsgid")?;
+        b.call(libc::SYS_setresuid, &[c.uids[0] as u64, c.uids[1] as u64, c.uids[2] as u64], "set uids")?;
+        b.call(libc::SYS_setfsuid, &[c.uids[3] as u64], "set fsuid")?;
         // struct __user_cap_header_struct { u32 version = 3, int pid = 0 }, then 2 x { eff, prm, inh }.
         let lo = |x: u64| (x & 0xffff_ffff) as u32;
         let hi = |x: u64| (x >> 32) as u32;
         let words: [u32; 8] = [0x2008_0522, 0, lo(c.cap_eff), lo(c.cap_prm), lo(c.cap_inh), hi(c.cap_eff), hi(c.cap_prm), hi(c.cap_inh)];
-        let b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        r.write_mem(scratch + 24576, &b)?;
-        r.call(libc::SYS_capset, &[scratch + 24576, scratch + 24576 + 8])?;
-        r.call(libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, c.securebits as u64])
-            .or_else(|e| if c.securebits & 0x10 == 0 { r.call(libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 0]) } else { Err(e) })?;
+        let caps_at = b.put(&words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>())?;
+        b.call(libc::SYS_capset, &[caps_at, caps_at + 8], "set capabilities")?;
+        // The final securebits need CAP_SETPCAP; without it the only
+        // difference left is the keep-caps bit set above, which
+        // PR_SET_KEEPCAPS may clear (or the task had it set anyway).
+        const CAP_SETPCAP: u64 = 8;
+        if c.cap_eff & (1 << CAP_SETPCAP) != 0 {
+            b.call(libc::SYS_prctl, &[libc::PR_SET_SECUREBITS as u64, c.securebits as u64], "set securebits")?;
+        } else if c.securebits & 0x10 == 0 {
+            b.call(libc::SYS_prctl, &[libc::PR_SET_KEEPCAPS as u64, 0], "clear keep-caps")?;
+        }
         for cap in 0..64u64 {
             if c.cap_amb & (1 << cap) != 0 {
-                r.call(libc::SYS_prctl, &[libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0])?;
+                b.call(libc::SYS_prctl, &[libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0], "raise ambient capability")?;
             }
         }
     }
     if nnp {
-        r.call(libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+        b.call(libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0], "set no_new_privs")?;
     }
     Ok(())
 }

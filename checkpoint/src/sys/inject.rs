@@ -113,11 +113,13 @@ impl Remote {
         Ok(r as u64)
     }
 
-    /// Maps `len` bytes of anonymous read-write scratch memory in the task.
-    pub fn mmap_scratch(&mut self, hint: u64, len: u64) -> io::Result<u64> {
+    /// Maps `len` bytes of anonymous read-write (and executable, for a
+    /// [`Batch`] area) scratch memory in the task.
+    pub fn mmap_scratch(&mut self, hint: u64, len: u64, exec: bool) -> io::Result<u64> {
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64
             | if hint != 0 { libc::MAP_FIXED_NOREPLACE as u64 } else { 0 };
-        self.call(libc::SYS_mmap, &[hint, len, (libc::PROT_READ | libc::PROT_WRITE) as u64, flags, u64::MAX, 0])
+        let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
+        self.call(libc::SYS_mmap, &[hint, len, prot as u64, flags, u64::MAX, 0])
     }
 
     pub fn write_mem(&self, addr: u64, bytes: &[u8]) -> io::Result<()> {
@@ -163,6 +165,167 @@ impl Remote {
     /// final registers itself).
     pub fn abandon(mut self) {
         self.done = true;
+    }
+}
+
+/// The batch runner, hand-assembled (r12 = table, r13 = count):
+///
+/// ```text
+///  0: test r13,r13 ; jz done
+///     mov rax,[r12] ; mov rdi,[r12+8] ; mov rsi,[r12+16] ; mov rdx,[r12+24]
+///     mov r10,[r12+32] ; mov r8,[r12+40] ; mov r9,[r12+48]
+///     syscall
+///     mov [r12+56],rax
+///     cmp rax,-4095 ; jb ok            (unsigned: not an errno)
+///     test qword [r12+64],1 ; jz done  (stop unless errors are tolerated)
+/// ok: add r12,80 ; dec r13 ; jmp 0
+/// done: int3
+/// ```
+const BATCH_CODE: [u8; 75] = [
+    0x4d, 0x85, 0xed, 0x74, 0x45, 0x49, 0x8b, 0x04, 0x24, 0x49, 0x8b, 0x7c, 0x24, 0x08, 0x49, 0x8b, 0x74, 0x24, 0x10,
+    0x49, 0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44, 0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24,
+    0x30, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0x0b, 0x49, 0xf7, 0x44,
+    0x24, 0x40, 0x01, 0x00, 0x00, 0x00, 0x74, 0x09, 0x49, 0x83, 0xc4, 0x50, 0x49, 0xff, 0xcd, 0xeb, 0xb6, 0xcc,
+];
+const ENTRY_LEN: u64 = 80;
+const TABLE_OFF: u64 = 128;
+const DATA_OFF: u64 = 64 << 10;
+/// Size of the executable area a [`Batch`] needs in the task.
+pub const BATCH_AREA_LEN: u64 = 256 << 10;
+const BATCH_ENTRIES: usize = ((DATA_OFF - TABLE_OFF) / ENTRY_LEN) as usize;
+
+struct Call {
+    nr: i64,
+    args: [u64; 6],
+    tolerate: bool,
+    what: String,
+}
+
+/// Calls queued for one thread, run in as few round trips as the table and
+/// data area allow. Results come back in order from [`Batch::finish`]; the
+/// first failing call (not marked tolerant) ends the batch with an error
+/// naming it, and nothing after it runs.
+pub struct Batch<'r> {
+    r: &'r mut Remote,
+    area: u64,
+    calls: Vec<Call>,
+    data_len: u64,
+    results: Vec<i64>,
+}
+
+impl<'r> Batch<'r> {
+    /// A batch for `r`'s thread, using the read-write-execute memory at
+    /// `area` ([`BATCH_AREA_LEN`] bytes) of its process.
+    pub fn new(r: &'r mut Remote, area: u64) -> io::Result<Self> {
+        r.write_mem(area, &BATCH_CODE)?;
+        Ok(Batch { r, area, calls: Vec::new(), data_len: 0, results: Vec::new() })
+    }
+
+    /// Copies `bytes` into the task; returns their address there, valid for
+    /// the calls queued after it.
+    pub fn put(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        let len = (bytes.len() as u64).next_multiple_of(8);
+        if len > BATCH_AREA_LEN - DATA_OFF {
+            return Err(io::Error::other(format!("{} bytes of call data do not fit the batch area", bytes.len())));
+        }
+        if self.data_len + len > BATCH_AREA_LEN - DATA_OFF {
+            // Run what is queued: their data may be reused after that.
+            self.flush()?;
+            self.data_len = 0;
+        }
+        let at = self.area + DATA_OFF + self.data_len;
+        self.r.write_mem(at, bytes)?;
+        self.data_len += len;
+        Ok(at)
+    }
+
+    /// Queues syscall `nr`; a failure ends the batch with `what` in the error.
+    pub fn call(&mut self, nr: i64, args: &[u64], what: impl Into<String>) -> io::Result<usize> {
+        self.push(nr, args, false, what.into())
+    }
+
+    /// Queues syscall `nr` whose failure is only recorded in its result.
+    pub fn call_tolerant(&mut self, nr: i64, args: &[u64]) -> io::Result<usize> {
+        self.push(nr, args, true, String::new())
+    }
+
+    fn push(&mut self, nr: i64, args: &[u64], tolerate: bool, what: String) -> io::Result<usize> {
+        if self.calls.len() == BATCH_ENTRIES {
+            self.flush()?; // the data area stays: queued data may belong to the next call
+        }
+        let mut a = [0u64; 6];
+        for (d, s) in a.iter_mut().zip(args) {
+            *d = *s;
+        }
+        self.calls.push(Call { nr, args: a, tolerate, what });
+        Ok(self.results.len() + self.calls.len() - 1)
+    }
+
+    /// Runs everything queued; returns every call's raw result, in order.
+    pub fn finish(mut self) -> io::Result<Vec<i64>> {
+        self.flush()?;
+        Ok(std::mem::take(&mut self.results))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        let table = self.area + TABLE_OFF;
+        let mut t = Vec::with_capacity(self.calls.len() * ENTRY_LEN as usize);
+        for c in &self.calls {
+            let words = [c.nr as u64, c.args[0], c.args[1], c.args[2], c.args[3], c.args[4], c.args[5], 0, c.tolerate as u64, 0];
+            t.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+        }
+        self.r.write_mem(table, &t)?;
+        let left = self.r.run_code(self.area, table, self.calls.len() as u64)?;
+        self.r.read_mem(table, &mut t)?;
+        let ran = self.calls.len() - left as usize;
+        for k in 0..ran {
+            let at = k * ENTRY_LEN as usize + 56;
+            self.results.push(i64::from_le_bytes(t[at..at + 8].try_into().expect("8 bytes")));
+        }
+        let calls = std::mem::take(&mut self.calls);
+        if left != 0 {
+            let at = ran * ENTRY_LEN as usize + 56;
+            let rc = i64::from_le_bytes(t[at..at + 8].try_into().expect("8 bytes"));
+            let e = io::Error::from_raw_os_error(-rc as i32);
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", calls[ran].what)));
+        }
+        Ok(())
+    }
+}
+
+impl Remote {
+    /// Runs the batch code at `code` over `count` entries at `table`;
+    /// returns how many entries were left when it stopped (0: all ran).
+    fn run_code(&mut self, code: u64, table: u64, count: u64) -> io::Result<u64> {
+        let mut r = self.saved;
+        r.rip = code;
+        r.r12 = table;
+        r.r13 = count;
+        r.orig_rax = u64::MAX;
+        r.eflags &= !0x400; // DF
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::cont(self.tid, 0)?;
+        self.stepped = true;
+        loop {
+            match ptrace::wait(self.tid)? {
+                Stop::Stopped { sig: libc::SIGTRAP, event: 0 } => break,
+                // A group-stop or interrupt notification, or an unblockable
+                // signal: drop it while we own the thread.
+                Stop::Stopped { .. } => ptrace::cont(self.tid, 0)?,
+                Stop::Exited(c) => return Err(io::Error::other(format!("thread {} exited ({c}) during injection", self.tid))),
+                Stop::Signaled(s) => {
+                    return Err(io::Error::other(format!("thread {} killed by signal {s} during injection", self.tid)))
+                }
+            }
+        }
+        let after = ptrace::get_regs(self.tid)?;
+        if after.rip != code + BATCH_CODE.len() as u64 {
+            return Err(io::Error::other(format!("thread {}: batch stopped at {:#x}, not at its end", self.tid, after.rip)));
+        }
+        Ok(after.r13)
     }
 }
 

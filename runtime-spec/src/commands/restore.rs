@@ -326,5 +326,11 @@ fn success_log(id: &str, paths: &Paths, r: &Restored, create_us: u64, wall_us: u
         ms(r.restore_us),
         ms(wall_us)
     );
+    let stages: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(name, us)| format!("{name} {:.1}", ms(*us)))
+        .collect();
+    let _ = writeln!(s, "engine stages end at (ms): {}", stages.join(", "));
     s
 }
