@@ -9,7 +9,7 @@ use std::fs;
 use crate::error::{Context, Error, Result};
 use crate::model::{Creds, FsInfo, Itimer, Rlimit, Rseq, SigAction, SigAltStack, ThreadImage};
 use crate::proc::Status;
-use crate::sys::inject::Remote;
+use crate::sys::inject::{Batch, Remote, BATCH_SCRATCH_LEN};
 use crate::sys::ptrace;
 
 const ERESTARTSYS: i64 = 512;
@@ -109,35 +109,54 @@ pub struct Injected {
 }
 
 /// Runs the injected queries on the leader (`rs[0]`) and per-thread ones on
-/// every thread, filling `threads`.
+/// every thread, filling `threads`: one batch for the leader, one for each
+/// other thread.
 pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadImage]) -> Result<Injected> {
-    let leader = &mut rs[0];
     let vpid = threads[0].tid;
     let io = |e: std::io::Error, what: &str| Error::Io { context: format!("task {vpid}: {what}"), cause: e };
-    let scratch = leader.mmap_scratch(0, 4096, false).map_err(|e| io(e, "map scratch page"))?;
-    let result = (|| -> Result<Injected> {
-        let leader = &mut rs[0];
-        let mut sigactions = vec![SigAction::default(); 64];
+    let scratch = rs[0].map_batch_scratch(0).map_err(|e| io(e, "map scratch memory"))?;
+    let result = (|| -> std::io::Result<Injected> {
+        let mut b = Batch::new(&mut rs[0], scratch);
+        let mut acts = Vec::new();
         for sig in 1..=64u64 {
             let bit = 1u64 << (sig - 1);
             if sig == 9 || sig == 19 || (status.sig_cgt | status.sig_ign) & bit == 0 {
                 continue;
             }
-            leader.call(libc::SYS_rt_sigaction, &[sig, 0, scratch, 8]).map_err(|e| io(e, "read sigaction"))?;
-            let mut b = [0u8; 32];
-            leader.read_mem(scratch, &mut b).map_err(|e| io(e, "read sigaction"))?;
-            sigactions[sig as usize - 1] =
-                SigAction { handler: u64_at(&b, 0), flags: u64_at(&b, 1), restorer: u64_at(&b, 2), mask: u64_at(&b, 3) };
+            let out = b.output(32)?;
+            b.call(libc::SYS_rt_sigaction, &[sig, 0, out, 8], format!("read the action of signal {sig}"))?;
+            acts.push((sig, out));
         }
-        let brk = leader.call(libc::SYS_brk, &[0]).map_err(|e| io(e, "read brk"))?;
+        let brk = b.call(libc::SYS_brk, &[0], "read brk")?;
+        let mut timers = [0u64; 3];
+        for (which, out) in timers.iter_mut().enumerate() {
+            *out = b.output(32)?;
+            b.call(libc::SYS_getitimer, &[which as u64, *out], "read itimer")?;
+        }
+        let pdeath = b.output(4)?;
+        b.call(libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, pdeath], "read parent-death signal")?;
+        let subreaper = b.output(4)?;
+        b.call(libc::SYS_prctl, &[libc::PR_GET_CHILD_SUBREAPER as u64, subreaper], "read child subreaper")?;
+        let dumpable = b.call(libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64], "read dumpable")?;
+        let securebits = b.call(libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64], "read securebits")?;
+        let leader_outs = thread_queries(&mut b)?;
+        let res = b.finish()?;
+
+        let leader = &rs[0];
+        let mut sigactions = vec![SigAction::default(); 64];
+        for (sig, out) in acts {
+            let mut v = [0u8; 32];
+            leader.read_mem(out, &mut v)?;
+            sigactions[sig as usize - 1] =
+                SigAction { handler: u64_at(&v, 0), flags: u64_at(&v, 1), restorer: u64_at(&v, 2), mask: u64_at(&v, 3) };
+        }
         let mut itimers = [Itimer::default(); 3];
-        for (which, it) in itimers.iter_mut().enumerate() {
-            leader.call(libc::SYS_getitimer, &[which as u64, scratch]).map_err(|e| io(e, "read itimer"))?;
-            let mut b = [0u8; 32];
-            leader.read_mem(scratch, &mut b).map_err(|e| io(e, "read itimer"))?;
+        for (it, out) in itimers.iter_mut().zip(timers) {
+            let mut v = [0u8; 32];
+            leader.read_mem(out, &mut v)?;
             *it = Itimer {
-                interval_us: u64_at(&b, 0) * 1_000_000 + u64_at(&b, 1),
-                value_us: u64_at(&b, 2) * 1_000_000 + u64_at(&b, 3),
+                interval_us: u64_at(&v, 0) * 1_000_000 + u64_at(&v, 1),
+                value_us: u64_at(&v, 2) * 1_000_000 + u64_at(&v, 3),
             };
             // An expired ITIMER_REAL is re-armed only when its SIGALRM is
             // dequeued: while the signal is pending (it is, in the image)
@@ -147,31 +166,52 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
                 it.value_us = it.interval_us;
             }
         }
-        let int_out = |r: &mut Remote, opt: i32| -> Result<i32> {
-            r.call(libc::SYS_prctl, &[opt as u64, scratch]).map_err(|e| io(e, "read prctl"))?;
-            let mut b = [0u8; 4];
-            r.read_mem(scratch, &mut b).map_err(|e| io(e, "read prctl"))?;
-            Ok(i32::from_le_bytes(b))
+        let int_at = |at: u64| -> std::io::Result<i32> {
+            let mut v = [0u8; 4];
+            leader.read_mem(at, &mut v)?;
+            Ok(i32::from_le_bytes(v))
         };
-        let pdeath_signal = int_out(leader, libc::PR_GET_PDEATHSIG)?;
-        let child_subreaper = int_out(leader, libc::PR_GET_CHILD_SUBREAPER)? != 0;
-        let dumpable = leader.call(libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64]).map_err(|e| io(e, "read dumpable"))? as i32;
-        let securebits =
-            leader.call(libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64]).map_err(|e| io(e, "read securebits"))? as u32;
-        for (r, t) in rs.iter_mut().zip(threads.iter_mut()) {
-            r.call(libc::SYS_sigaltstack, &[0, scratch]).map_err(|e| io(e, "read sigaltstack"))?;
-            let mut b = [0u8; 24];
-            r.read_mem(scratch, &mut b).map_err(|e| io(e, "read sigaltstack"))?;
-            t.sigaltstack = SigAltStack { sp: u64_at(&b, 0), flags: u64_at(&b, 1) as i32, size: u64_at(&b, 2) };
-            r.call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch]).map_err(|e| io(e, "read tid address"))?;
-            let mut b = [0u8; 8];
-            r.read_mem(scratch, &mut b).map_err(|e| io(e, "read tid address"))?;
-            t.clear_child_tid = u64::from_le_bytes(b);
+        let injected = Injected {
+            sigactions,
+            brk: res[brk] as u64,
+            itimers,
+            pdeath_signal: int_at(pdeath)?,
+            child_subreaper: int_at(subreaper)? != 0,
+            dumpable: res[dumpable] as i32,
+            securebits: res[securebits] as u32,
+        };
+        read_thread(leader, leader_outs, &mut threads[0])?;
+        for (r, t) in rs.iter_mut().zip(threads.iter_mut()).skip(1) {
+            let mut b = Batch::new(r, scratch);
+            let outs = thread_queries(&mut b)?;
+            b.finish()?;
+            read_thread(r, outs, t)?;
         }
-        Ok(Injected { sigactions, brk, itimers, pdeath_signal, child_subreaper, dumpable, securebits })
-    })();
-    rs[0].call(libc::SYS_munmap, &[scratch, 4096]).map_err(|e| io(e, "unmap scratch page"))?;
+        Ok(injected)
+    })()
+    .map_err(|e| io(e, "injected queries"));
+    rs[0].call(libc::SYS_munmap, &[scratch, BATCH_SCRATCH_LEN]).map_err(|e| io(e, "unmap scratch memory"))?;
     result
+}
+
+/// Queues the per-thread queries (sigaltstack, tid address); returns where
+/// their answers land.
+fn thread_queries(b: &mut Batch) -> std::io::Result<(u64, u64)> {
+    let ss = b.output(24)?;
+    b.call(libc::SYS_sigaltstack, &[0, ss], "read sigaltstack")?;
+    let tid_addr = b.output(8)?;
+    b.call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, tid_addr], "read tid address")?;
+    Ok((ss, tid_addr))
+}
+
+fn read_thread(r: &Remote, (ss, tid_addr): (u64, u64), t: &mut ThreadImage) -> std::io::Result<()> {
+    let mut v = [0u8; 24];
+    r.read_mem(ss, &mut v)?;
+    t.sigaltstack = SigAltStack { sp: u64_at(&v, 0), flags: u64_at(&v, 1) as i32, size: u64_at(&v, 2) };
+    let mut v = [0u8; 8];
+    r.read_mem(tid_addr, &mut v)?;
+    t.clear_child_tid = u64::from_le_bytes(v);
+    Ok(())
 }
 
 pub fn creds_of(s: &Status, securebits: u32) -> Creds {

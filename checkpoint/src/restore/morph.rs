@@ -14,12 +14,13 @@ use crate::error::{Context, Error, Result};
 use crate::image::PagesReader;
 use crate::model::{Creds, ShmemKind, TaskImage, ThreadImage, TreeImage, Vma, VmaKind};
 use crate::proc;
-use crate::sys::inject::{find_syscall_insn, Batch, Remote, BATCH_AREA_LEN};
+use crate::sys::inject::{find_syscall_insn, Batch, Remote, BATCH_FREE_OFF, BATCH_SCRATCH_LEN};
 use crate::sys::ptrace::{self, Stop};
 
-/// Scratch memory: arguments of single injected calls, then a batch area.
+/// Scratch memory: batches run from it; between them single injected
+/// calls keep their arguments in the first SINGLE_LEN bytes of its free part.
+const SCRATCH_LEN: u64 = BATCH_SCRATCH_LEN;
 const SINGLE_LEN: u64 = 64 << 10;
-const SCRATCH_LEN: u64 = SINGLE_LEN + BATCH_AREA_LEN;
 /// End of the x86_64 user address space (4-level paging).
 const TASK_TOP: u64 = 0x7fff_ffff_f000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -132,20 +133,19 @@ impl Morph<'_> {
             }
         }
 
-        // 2. Scratch memory in a hole of the final layout: arguments of
-        //    single calls below SINGLE_LEN, then the area batches run from.
+        // 2. Scratch memory in a hole of the final layout.
         let busy: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).chain([keep]).collect();
         let scratch_at = find_hole(&busy, SCRATCH_LEN).ok_or_else(|| Error::Restore("no room for scratch memory".into()))?;
-        let scratch = r.mmap_scratch(scratch_at, SCRATCH_LEN, true).map_err(e("map scratch memory"))?;
-        let area = scratch + SINGLE_LEN;
+        let area = r.map_batch_scratch(scratch_at).map_err(e("map scratch memory"))?;
+        let scratch = area + BATCH_FREE_OFF;
 
         // 3. Move the vdso block (all three pieces by one delta, via a hole
         //    if needed) and open every mapped file and the executable.
-        let mut b = Batch::new(&mut r, area).map_err(e("start a batch"))?;
+        let mut b = Batch::new(&mut r, area);
         let mut at = cur;
         if at.vvar.0 != want.vvar.0 {
             if overlaps(at.span(), want.span()) {
-                let taken: Vec<(u64, u64)> = busy.iter().copied().chain([(scratch, scratch + SCRATCH_LEN)]).collect();
+                let taken: Vec<(u64, u64)> = busy.iter().copied().chain([(area, area + SCRATCH_LEN)]).collect();
                 let hole = find_hole(&taken, size(at.span())).ok_or_else(|| Error::Restore("no room to move the vdso".into()))?;
                 at = move_block(&mut b, &at, hole).map_err(e("move vdso"))?;
             }
@@ -173,7 +173,7 @@ impl Morph<'_> {
 
         // 4. Every dumped VMA with its hints (so that a huge-page VMA is
         //    filled with huge pages), then its pages.
-        let mut b = Batch::new(&mut r, area).map_err(e("start a batch"))?;
+        let mut b = Batch::new(&mut r, area);
         for v in &mm.vmas {
             self.map_vma(&mut b, v, &opened).map_err(e("map memory"))?;
             for &adv in &v.madvise {
@@ -195,7 +195,7 @@ impl Morph<'_> {
         //    closed, the dumped signals and itimers, the leader's
         //    per-thread state and, when it is alone, its credentials.
         let single = t.threads.len() == 1;
-        let mut b = Batch::new(&mut r, area).map_err(e("start a batch"))?;
+        let mut b = Batch::new(&mut r, area);
         let auxv: Vec<u8> = mm.auxv.iter().take(2 * 52).flat_map(|w| w.to_le_bytes()).collect();
         let auxv_at = b.put(&auxv).map_err(e("write auxv"))?;
         let exe_fd = opened[&(mm.exe.clone(), false)];
@@ -246,13 +246,13 @@ impl Morph<'_> {
         }
         remotes.insert(0, r);
         for (rm, th) in remotes.iter_mut().zip(&t.threads).skip(1) {
-            let mut b = Batch::new(rm, area).map_err(e("start a batch"))?;
+            let mut b = Batch::new(rm, area);
             thread_state(&mut b, vpid, th).map_err(e("thread state"))?;
             b.finish().map_err(|x| err(vpid, &format!("thread {} state", th.tid), x))?;
         }
         if !single {
             for rm in remotes.iter_mut() {
-                let mut b = Batch::new(rm, area).map_err(e("start a batch"))?;
+                let mut b = Batch::new(rm, area);
                 restore_creds(&mut b, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
                 b.finish().map_err(e("credentials"))?;
             }
@@ -265,7 +265,7 @@ impl Morph<'_> {
         if t.dumpable != 1 {
             remotes[0].call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, t.dumpable as u64]).map_err(e("set dumpable"))?;
         }
-        remotes[0].call(libc::SYS_munmap, &[scratch, SCRATCH_LEN]).map_err(e("unmap scratch memory"))?;
+        remotes[0].call(libc::SYS_munmap, &[area, SCRATCH_LEN]).map_err(e("unmap scratch memory"))?;
 
         // 8. Final CPU state.
         for (rm, th) in remotes.into_iter().zip(&t.threads) {
@@ -457,7 +457,7 @@ fn thread_state(b: &mut Batch, vpid: i32, th: &ThreadImage) -> std::io::Result<(
 fn install_seccomp(r: &mut Remote, scratch: u64, filters: &[Vec<u8>]) -> std::io::Result<()> {
     const SECCOMP_SET_MODE_FILTER: u64 = 1;
     for f in filters {
-        if f.len() % 8 != 0 || f.len() / 8 > 4096 || f.len() + 32 > (SCRATCH_LEN - 32768) as usize {
+        if f.len() % 8 != 0 || f.len() / 8 > 4096 || f.len() + 32 > (SINGLE_LEN - 32768) as usize {
             return Err(std::io::Error::other("bad seccomp filter"));
         }
         // struct sock_fprog { u16 len; (pad); struct sock_filter *filter }

@@ -15,7 +15,26 @@
 //! (and an abandoned session's drop) parks the thread back in a
 //! `PTRACE_EVENT_STOP`, the stop `PTRACE_INTERRUPT` puts a seized thread
 //! in, from which a dying tracer's threads resume untouched. Only the few
-//! microseconds of an injected call remain exposed.
+//! microseconds of an injected call or batch remain exposed (a dump's
+//! batches only read state; a restore's act on stubs that die with it).
+//!
+//! Every injected call costs a round trip between tracer and tracee (set
+//! registers, step, wait, read registers), and a dump or restore makes
+//! dozens per process. A [`Batch`] runs many calls for one round trip: a
+//! few bytes of machine code on a page of its own walk a table of calls,
+//! store each result, and stop at the first failure with an `int3`. The
+//! code page is mapped read+execute and written through `/proc/pid/mem`,
+//! the table and data read+write: no mapping is ever writable and
+//! executable, so tasks under `PR_SET_MDWE` accept it too.
+//!
+//! ```text
+//!  batch scratch (in the task)           table entry (80 bytes)
+//!  +0        code page (r-x, 75 bytes)   +0  nr
+//!  +4 KiB    area (rw-): table,          +8  args[0..6]
+//!            BATCH_ENTRIES x 80          +56 result (written by the task)
+//!  +68 KiB   data (paths, structs, out)  +64 flags (1: go on after an error)
+//!  +260 KiB  end
+//! ```
 
 use std::fs::File;
 use std::io;
@@ -113,12 +132,10 @@ impl Remote {
         Ok(r as u64)
     }
 
-    /// Maps `len` bytes of anonymous read-write (and executable, for a
-    /// [`Batch`] area) scratch memory in the task.
-    pub fn mmap_scratch(&mut self, hint: u64, len: u64, exec: bool) -> io::Result<u64> {
+    /// Maps `len` bytes of anonymous scratch memory with `prot` in the task.
+    fn mmap_scratch(&mut self, hint: u64, len: u64, prot: i32) -> io::Result<u64> {
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64
             | if hint != 0 { libc::MAP_FIXED_NOREPLACE as u64 } else { 0 };
-        let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
         self.call(libc::SYS_mmap, &[hint, len, prot as u64, flags, u64::MAX, 0])
     }
 
@@ -188,10 +205,16 @@ const BATCH_CODE: [u8; 75] = [
     0x24, 0x40, 0x01, 0x00, 0x00, 0x00, 0x74, 0x09, 0x49, 0x83, 0xc4, 0x50, 0x49, 0xff, 0xcd, 0xeb, 0xb6, 0xcc,
 ];
 const ENTRY_LEN: u64 = 80;
-const TABLE_OFF: u64 = 128;
+const CODE_LEN: u64 = 4096;
+/// Offsets in the read-write area that follows the code page.
+const TABLE_OFF: u64 = 0;
 const DATA_OFF: u64 = 64 << 10;
-/// Size of the executable area a [`Batch`] needs in the task.
-pub const BATCH_AREA_LEN: u64 = 256 << 10;
+const AREA_LEN: u64 = 256 << 10;
+/// Size of the scratch memory a [`Batch`] needs: see [`Remote::map_batch_scratch`].
+pub const BATCH_SCRATCH_LEN: u64 = CODE_LEN + AREA_LEN;
+/// Where, in batch scratch memory, single calls may keep their arguments
+/// between batches (the data area: 192 KiB).
+pub const BATCH_FREE_OFF: u64 = CODE_LEN + DATA_OFF;
 const BATCH_ENTRIES: usize = ((DATA_OFF - TABLE_OFF) / ENTRY_LEN) as usize;
 
 struct Call {
@@ -207,6 +230,7 @@ struct Call {
 /// naming it, and nothing after it runs.
 pub struct Batch<'r> {
     r: &'r mut Remote,
+    code: u64,
     area: u64,
     calls: Vec<Call>,
     data_len: u64,
@@ -214,21 +238,34 @@ pub struct Batch<'r> {
 }
 
 impl<'r> Batch<'r> {
-    /// A batch for `r`'s thread, using the read-write-execute memory at
-    /// `area` ([`BATCH_AREA_LEN`] bytes) of its process.
-    pub fn new(r: &'r mut Remote, area: u64) -> io::Result<Self> {
-        r.write_mem(area, &BATCH_CODE)?;
-        Ok(Batch { r, area, calls: Vec::new(), data_len: 0, results: Vec::new() })
+    /// A batch for `r`'s thread, using the scratch memory at `scratch`
+    /// made by [`Remote::map_batch_scratch`] in its process.
+    pub fn new(r: &'r mut Remote, scratch: u64) -> Self {
+        Batch { r, code: scratch, area: scratch + CODE_LEN, calls: Vec::new(), data_len: 0, results: Vec::new() }
+    }
+
+    /// Reserves `len` zeroed bytes for a call's output; returns their
+    /// address, to read with [`Remote::read_mem`] after [`Batch::finish`].
+    /// Outputs are never recycled: an error if the data area is full.
+    pub fn output(&mut self, len: usize) -> io::Result<u64> {
+        let len8 = (len as u64).next_multiple_of(8);
+        if self.data_len + len8 > AREA_LEN - DATA_OFF {
+            return Err(io::Error::other("the batch data area is full"));
+        }
+        let at = self.area + DATA_OFF + self.data_len;
+        self.r.write_mem(at, &vec![0u8; len])?;
+        self.data_len += len8;
+        Ok(at)
     }
 
     /// Copies `bytes` into the task; returns their address there, valid for
     /// the calls queued after it.
     pub fn put(&mut self, bytes: &[u8]) -> io::Result<u64> {
         let len = (bytes.len() as u64).next_multiple_of(8);
-        if len > BATCH_AREA_LEN - DATA_OFF {
+        if len > AREA_LEN - DATA_OFF {
             return Err(io::Error::other(format!("{} bytes of call data do not fit the batch area", bytes.len())));
         }
-        if self.data_len + len > BATCH_AREA_LEN - DATA_OFF {
+        if self.data_len + len > AREA_LEN - DATA_OFF {
             // Run what is queued: their data may be reused after that.
             self.flush()?;
             self.data_len = 0;
@@ -278,7 +315,7 @@ impl<'r> Batch<'r> {
             t.extend(words.iter().flat_map(|w| w.to_le_bytes()));
         }
         self.r.write_mem(table, &t)?;
-        let left = self.r.run_code(self.area, table, self.calls.len() as u64)?;
+        let left = self.r.run_code(self.code, table, self.calls.len() as u64)?;
         self.r.read_mem(table, &mut t)?;
         let ran = self.calls.len() - left as usize;
         for k in 0..ran {
@@ -297,6 +334,20 @@ impl<'r> Batch<'r> {
 }
 
 impl Remote {
+    /// Maps [`BATCH_SCRATCH_LEN`] bytes of scratch memory for batches (at
+    /// `hint` exactly, or anywhere when 0): the code page read+execute,
+    /// filled through `/proc/pid/mem`, then the read-write area.
+    pub fn map_batch_scratch(&mut self, hint: u64) -> io::Result<u64> {
+        let base = self.mmap_scratch(hint, BATCH_SCRATCH_LEN, libc::PROT_READ | libc::PROT_EXEC)?;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let r = self.call(libc::SYS_mprotect, &[base + CODE_LEN, AREA_LEN, rw]).and_then(|_| self.write_mem(base, &BATCH_CODE));
+        if let Err(e) = r {
+            let _ = self.call(libc::SYS_munmap, &[base, BATCH_SCRATCH_LEN]);
+            return Err(e);
+        }
+        Ok(base)
+    }
+
     /// Runs the batch code at `code` over `count` entries at `table`;
     /// returns how many entries were left when it stopped (0: all ran).
     fn run_code(&mut self, code: u64, table: u64, count: u64) -> io::Result<u64> {
