@@ -71,7 +71,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("shm_kinds", true, &[], &["unshare"]),
     prog("brk_heap", true, &[], &["brk", "pattern"]),
     prog("seccomp", true, &[], &["filters"]),
-    prog("creds", true, &[], &["caps", "keepcaps"]),
+    prog("creds", true, &[], &["caps", "keepcaps", "nnp"]),
 ];
 
 

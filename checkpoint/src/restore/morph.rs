@@ -18,9 +18,9 @@ use crate::sys::inject::{find_syscall_insn, Batch, Remote, BATCH_FREE_OFF, BATCH
 use crate::sys::ptrace::{self, Stop};
 
 /// Scratch memory: batches run from it; between them single injected
-/// calls keep their arguments in the first SINGLE_LEN bytes of its free part.
+/// calls (thread creation, draining signals) keep their arguments in the
+/// free part, at `scratch`.
 const SCRATCH_LEN: u64 = BATCH_SCRATCH_LEN;
-const SINGLE_LEN: u64 = 64 << 10;
 /// End of the x86_64 user address space (4-level paging).
 const TASK_TOP: u64 = 0x7fff_ffff_f000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -228,12 +228,14 @@ impl Morph<'_> {
         }
         thread_state(&mut b, vpid, &t.threads[0]).map_err(e("thread state"))?;
         if single {
-            restore_creds(&mut b, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
+            last_steps(&mut b, t, &t.threads[0]).map_err(e("credentials"))?;
+            set_dumpable(&mut b, t).map_err(e("dumpable"))?;
         }
         b.finish().map_err(|x| err(vpid, "finish", x))?;
 
-        // 7. Other threads, created with their tids, then their state and
-        //    everyone's credentials (the leader's too, once they exist).
+        // 7. Other threads, created with their tids (before any seccomp
+        //    filter: a new thread inherits its creator's), then for every
+        //    thread its state, filters and credentials.
         ptrace::set_options(pid, ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_SUSPEND_SECCOMP)
             .ctx(|| "set ptrace options".into())?;
         let mut remotes = vec![];
@@ -245,25 +247,18 @@ impl Morph<'_> {
             remotes.push(Remote::new(pid, tid, ip).ctx(|| format!("start injection in thread {}", th.tid))?);
         }
         remotes.insert(0, r);
-        for (rm, th) in remotes.iter_mut().zip(&t.threads).skip(1) {
-            let mut b = Batch::new(rm, area);
-            thread_state(&mut b, vpid, th).map_err(e("thread state"))?;
-            b.finish().map_err(|x| err(vpid, &format!("thread {} state", th.tid), x))?;
-        }
         if !single {
-            for rm in remotes.iter_mut() {
+            for (k, (rm, th)) in remotes.iter_mut().zip(&t.threads).enumerate() {
                 let mut b = Batch::new(rm, area);
-                restore_creds(&mut b, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
-                b.finish().map_err(e("credentials"))?;
+                if k > 0 {
+                    thread_state(&mut b, vpid, th).map_err(e("thread state"))?;
+                }
+                last_steps(&mut b, t, th).map_err(e("credentials"))?;
+                b.finish().map_err(|x| err(vpid, &format!("thread {}", th.tid), x))?;
             }
-        }
-        // Seccomp filters last of all (our later injections are not
-        // filtered: seccomp is suspended for tracees).
-        for (rm, th) in remotes.iter_mut().zip(&t.threads) {
-            install_seccomp(rm, scratch, &th.seccomp).map_err(|x| err(vpid, &format!("seccomp filters of thread {}", th.tid), x))?;
-        }
-        if t.dumpable != 1 {
-            remotes[0].call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, t.dumpable as u64]).map_err(e("set dumpable"))?;
+            let mut b = Batch::new(&mut remotes[0], area);
+            set_dumpable(&mut b, t).map_err(e("dumpable"))?;
+            b.finish().map_err(e("dumpable"))?;
         }
         remotes[0].call(libc::SYS_munmap, &[area, SCRATCH_LEN]).map_err(e("unmap scratch memory"))?;
 
@@ -453,22 +448,39 @@ fn thread_state(b: &mut Batch, vpid: i32, th: &ThreadImage) -> std::io::Result<(
     Ok(())
 }
 
-/// Installs `filters` (oldest first) in the thread of `r`.
-fn install_seccomp(r: &mut Remote, scratch: u64, filters: &[Vec<u8>]) -> std::io::Result<()> {
+/// Queues the installation of `filters` (oldest first) in the batch's thread.
+fn install_seccomp(b: &mut Batch, filters: &[Vec<u8>]) -> std::io::Result<()> {
     const SECCOMP_SET_MODE_FILTER: u64 = 1;
     for f in filters {
-        if f.len() % 8 != 0 || f.len() / 8 > 4096 || f.len() + 32 > (SINGLE_LEN - 32768) as usize {
+        if f.len() % 8 != 0 || f.len() / 8 > 4096 {
             return Err(std::io::Error::other("bad seccomp filter"));
         }
+        let insns_at = b.put(f)?;
         // struct sock_fprog { u16 len; (pad); struct sock_filter *filter }
-        let prog_at = scratch + 32768;
-        let insns_at = prog_at + 16;
-        let mut hdr = vec![0u8; 16];
-        hdr[..2].copy_from_slice(&((f.len() / 8) as u16).to_le_bytes());
-        hdr[8..].copy_from_slice(&insns_at.to_le_bytes());
-        r.write_mem(prog_at, &hdr)?;
-        r.write_mem(insns_at, f)?;
-        r.call(libc::SYS_seccomp, &[SECCOMP_SET_MODE_FILTER, 0, prog_at])?;
+        let mut prog = vec![0u8; 16];
+        prog[..2].copy_from_slice(&((f.len() / 8) as u16).to_le_bytes());
+        prog[8..].copy_from_slice(&insns_at.to_le_bytes());
+        let prog_at = b.put(&prog)?;
+        b.call(libc::SYS_seccomp, &[SECCOMP_SET_MODE_FILTER, 0, prog_at], "install seccomp filter")?;
+    }
+    Ok(())
+}
+
+/// The last steps of a thread: its seccomp filters, then its credentials
+/// (installing a filter needs CAP_SYS_ADMIN or no_new_privs, and engines
+/// such as podman run containers with filters but with neither: only the
+/// stub's capabilities allow it). Later injections are not filtered:
+/// seccomp is suspended for tracees.
+fn last_steps(b: &mut Batch, t: &TaskImage, th: &ThreadImage) -> std::io::Result<()> {
+    install_seccomp(b, &th.seccomp)?;
+    restore_creds(b, &t.creds, t.no_new_privs)
+}
+
+/// Queues the dumpable flag: after every thread's credentials, whose
+/// change of ids resets it.
+fn set_dumpable(b: &mut Batch, t: &TaskImage) -> std::io::Result<()> {
+    if t.dumpable != 1 {
+        b.call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, t.dumpable as u64], "set dumpable")?;
     }
     Ok(())
 }
