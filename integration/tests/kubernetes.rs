@@ -297,6 +297,14 @@ fn kubelet_checkpoint_and_restore_from_its_archive() {
     assert!(image.rootfs().join("etc/group").is_file(), "the image itself is untouched");
     assert!(bundle2.join("restore.log").is_file());
     assert_eq!(leftovers(archive.parent().unwrap()), Vec::<String>::new(), "the unpacked archive is removed");
+
+    // The restored container checkpoints through kubelet again: its archive
+    // has the caller's spec (not stasis' rewritten copy) and the same rootfs
+    // changes, now in the new overlay's upper dir.
+    let (again, _) =
+        kubelet_checkpoint(&rt, &dir.path().join("kubelet2"), &bundle2, &ov2.merged, &id2, (ns, pod, container));
+    check_archive(Path::new(again["items"][0].as_str().unwrap()), &id2);
+    wait_past(&ov2.merged, later.iter + 2);
     rt.exec(&["kill", &id2, "KILL"]).ok();
     rt.wait_status(&id2, "stopped", WAIT);
     rt.exec(&["delete", &id2]).ok();

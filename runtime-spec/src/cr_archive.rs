@@ -67,8 +67,16 @@ impl Export {
             bail!("--export {}: the file already exists", file.display());
         }
         let config_file = bundle.join("config.json");
-        let spec = fs::read(&config_file).with_context(|| format!("read {}", config_file.display()))?;
-        let config: Value = serde_json::from_slice(&spec).with_context(|| format!("parse {}", config_file.display()))?;
+        let text = fs::read(&config_file).with_context(|| format!("read {}", config_file.display()))?;
+        let config: Value = serde_json::from_slice(&text).with_context(|| format!("parse {}", config_file.display()))?;
+        // A container stasis restored runs from a rewritten copy: spec.dump
+        // is the caller's config it was restored with (rootfs and mounts are
+        // the same in both).
+        let spec = match crate::restore_bundle::original_config(bundle) {
+            Some(orig) => fs::read(&orig).with_context(|| format!("read {}", orig.display()))?,
+            None => text,
+        };
+        let annotations: Value = serde_json::from_slice(&spec).with_context(|| "parse the container's config")?;
         let root = config["root"]["path"].as_str().with_context(|| format!("{}: no root.path", config_file.display()))?;
         let mounts: Vec<String> = config["mounts"]
             .as_array()
@@ -81,7 +89,7 @@ impl Export {
             staging,
             diff,
             spec,
-            annotations: config["annotations"].as_object().cloned().unwrap_or_default(),
+            annotations: annotations["annotations"].as_object().cloned().unwrap_or_default(),
         })
     }
 

@@ -105,6 +105,7 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
         let root = config["root"]["path"].as_str().context("config.json has no root.path")?;
         imp.apply_rootfs(&paths.bundle.join(root))?;
     }
+    let original = config.clone();
     restore_bundle::rewrite_config(&mut config, &paths.bundle, restore_bundle::own_caps()?)?;
     DirBuilder::new()
         .recursive(true)
@@ -121,7 +122,7 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
     let private = PrivateDir::create(restore_bundle::private_dir(global, &opts.id))?;
 
     let t0 = Instant::now();
-    match restore(&rt, opts, &paths, &private, &config) {
+    match restore(&rt, opts, &paths, &private, (&config, &original)) {
         Ok((restored, create_us)) => {
             let log = success_log(
                 &opts.id,
@@ -184,8 +185,9 @@ fn restore(
     opts: &RestoreOpts,
     paths: &Paths,
     private: &PrivateDir,
-    config: &serde_json::Value,
+    (config, original): (&serde_json::Value, &serde_json::Value),
 ) -> anyhow::Result<(Restored, u64)> {
+    private.write_original(original)?;
     let bundle = private.write_config(config)?;
     let exe = File::open("/proc/self/exe").context("open the stasis binary")?;
     let image = nix::fcntl::open(
