@@ -36,12 +36,12 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn mount(lower: &Path, dir: &Path) -> Self {
+    fn mount(lower: &Path, dir: &Path, extra: &str) -> Self {
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
         for d in [&upper, &work, &merged] {
             fs::create_dir_all(d).unwrap();
         }
-        let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+        let opts = format!("lowerdir={},upperdir={},workdir={}{extra}", lower.display(), upper.display(), work.display());
         nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
             .unwrap_or_else(|e| panic!("mount overlay on {}: {e}", merged.display()));
         Self { merged, upper }
@@ -206,7 +206,7 @@ fn check_archive(archive: &Path, id: &str) {
     assert_eq!(spec["process"]["args"][0], "/bin/sh");
     // The rootfs diff: the file the container wrote, and the one it deleted.
     let deleted: Vec<String> = serde_json::from_slice(entry(&list, "deleted.files")).unwrap();
-    assert_eq!(deleted, vec!["/etc/group".to_string()]);
+    assert_eq!(deleted, ["/etc/group", "/opt/data/a", "/opt/data/b", "/opt/tree"]);
     let mut diff = tar::Archive::new(entry(&list, "rootfs-diff.tar"));
     let mut found = None;
     for e in diff.entries().unwrap() {
@@ -236,15 +236,26 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn kubelet_checkpoint_and_restore_from_its_archive() {
     let (rt, image) = (Runtime::stasis(), counter_bundle());
     let dir = TempDir::new("stasis-k8s");
+    // A directory of the image that the container replaces (overlayfs then
+    // marks the new one opaque: what the image had in it is deleted).
+    fs::create_dir_all(image.rootfs().join("opt/data")).unwrap();
+    fs::write(image.rootfs().join("opt/data/a"), "a").unwrap();
+    fs::write(image.rootfs().join("opt/data/b"), "b").unwrap();
+    fs::create_dir_all(image.rootfs().join("opt/tree")).unwrap();
+    fs::write(image.rootfs().join("opt/tree/x"), "in a renamed dir\n").unwrap();
     let (ns, pod, container) = ("default", "demo", "counter");
     // The image (lower) stays as built: the container writes to its upper.
-    let ov1 = Overlay::mount(&image.rootfs(), &dir.path().join("ov1"));
-    let ov2 = Overlay::mount(&image.rootfs(), &dir.path().join("ov2"));
+    // The first with the options containers-storage may use: a chmod copies
+    // up metadata only, a renamed directory stays in the lower layer.
+    let ov1 = Overlay::mount(&image.rootfs(), &dir.path().join("ov1"), ",metacopy=on,redirect_dir=on");
+    let ov2 = Overlay::mount(&image.rootfs(), &dir.path().join("ov2"), "");
     let mut config: Value = serde_json::from_slice(&fs::read(image.path().join("config.json")).unwrap()).unwrap();
     config["annotations"] = crio_annotations(pod, ns, container);
     config["process"]["args"] = json!([
         "/bin/sh", "-c",
-        "echo 'written before the checkpoint' > /etc/k8s-note && rm /etc/group && exec /bin/counter"
+        "echo 'written before the checkpoint' > /etc/k8s-note && rm /etc/group \
+         && rm -r /opt/data && mkdir /opt/data && echo c > /opt/data/c \
+         && chmod 600 /etc/passwd && mv /opt/tree /opt/renamed && exec /bin/counter"
     ]);
     let ctr_dir = dir.path().join("ctr1");
     let bundle1 = write_bundle(&ctr_dir, config, &ov1.merged);
@@ -293,6 +304,10 @@ fn kubelet_checkpoint_and_restore_from_its_archive() {
     assert_eq!(cat.stdout, "written before the checkpoint\n");
     let gone = rt.exec(&["exec", &id2, "test", "-e", "/etc/group"]);
     assert_eq!(gone.code, 1, "the deleted /etc/group is gone: {gone:?}");
+    let ls = rt.exec(&["exec", &id2, "ls", "/opt/data"]).ok();
+    assert_eq!(ls.stdout, "c\n", "the replaced directory holds only what the container put there");
+    let moved = rt.exec(&["exec", &id2, "sh", "-c", "cat /opt/renamed/x; stat -c %a /etc/passwd; cat /etc/passwd; test -e /opt/tree || echo no-tree"]).ok();
+    assert_eq!(moved.stdout, "in a renamed dir\n600\nroot:x:0:0:root:/root:/bin/sh\nno-tree\n", "renamed dir and chmod'ed file");
     assert!(ov2.upper.join("etc/k8s-note").is_file());
     assert!(image.rootfs().join("etc/group").is_file(), "the image itself is untouched");
     assert!(bundle2.join("restore.log").is_file());

@@ -19,11 +19,13 @@ use anyhow::{bail, Context};
 use tar::{Archive, Builder, EntryType, Header, HeaderMode};
 
 /// A tar builder over `w` that archives symlinks as symlinks and records
-/// owners, modes and mtimes.
+/// owners, modes and mtimes. Sparse files are written out whole: plain
+/// entries that every reader understands.
 pub fn builder<W: io::Write>(w: W) -> Builder<W> {
     let mut b = Builder::new(w);
     b.mode(HeaderMode::Complete);
     b.follow_symlinks(false);
+    b.sparse(false);
     b
 }
 
@@ -160,7 +162,12 @@ fn check_entry<R: Read>(entry: &tar::Entry<R>, path: &Path) -> anyhow::Result<()
         bail!("refusing entry {}: not a relative path inside the archive", path.display());
     };
     match kind {
-        EntryType::Regular | EntryType::Continuous | EntryType::Directory | EntryType::Symlink | EntryType::Fifo => {}
+        EntryType::Regular
+        | EntryType::Continuous
+        | EntryType::GNUSparse
+        | EntryType::Directory
+        | EntryType::Symlink
+        | EntryType::Fifo => {}
         // PAX/GNU long-name records are consumed by the tar crate itself.
         EntryType::Link => {
             let target = entry.link_name()?.unwrap_or_default();

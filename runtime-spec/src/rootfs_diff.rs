@@ -6,9 +6,12 @@
 //!
 //! Where the diff comes from:
 //! * the rootfs is an overlay mount (what CRI-O, containerd and podman give a
-//!   container): its upper directory *is* the diff; whiteouts (0/0 character
-//!   devices) are deletions, and an opaque directory deletes whatever its
-//!   lower layers hold that the upper does not;
+//!   container): its upper directory says what changed; whiteouts (0/0
+//!   character devices) are deletions, and an opaque directory deletes
+//!   whatever its lower layers hold that the upper does not. Contents and
+//!   metadata are read through the mounted rootfs, not the upper dir, so
+//!   metadata-only copies (`metacopy=on`) carry their data, and a renamed
+//!   directory (`redirect_dir`) is carried whole;
 //! * `--rootfs-base DIR` (an unmodified copy of the image's rootfs): every
 //!   entry whose type, mode, owner, size, contents or link target differs
 //!   from DIR's is in the diff, and what DIR has that the rootfs lacks is
@@ -163,7 +166,14 @@ impl Walk<'_> {
                 self.delete(&r);
                 continue;
             }
-            self.add(&path, &r, &md)?;
+            let merged = self.plan.rootfs.join(&r);
+            let mmd = fs::symlink_metadata(&merged).with_context(|| format!("stat {}", merged.display()))?;
+            self.add(&merged, &r, &mmd)?;
+            if md.is_dir() && has_xattr(&path, &[c"trusted.overlay.redirect", c"user.overlay.redirect"]) {
+                // A renamed directory: its contents are in the lower layers.
+                self.everything(&r)?;
+                continue;
+            }
             if md.is_dir() {
                 if is_opaque(&path) {
                     // Everything the lower layers have here is gone, but
@@ -178,6 +188,23 @@ impl Walk<'_> {
                     }
                 }
                 self.upper(upper, lowers, &r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything under `rel` in the mounted rootfs.
+    fn everything(&mut self, rel: &Path) -> anyhow::Result<()> {
+        for e in archive::sorted_entries(&self.plan.rootfs.join(rel))? {
+            let r = rel.join(e.file_name());
+            if self.plan.skipped(&r) {
+                continue;
+            }
+            let path = self.plan.rootfs.join(&r);
+            let md = fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+            self.add(&path, &r, &md)?;
+            if md.is_dir() {
+                self.everything(&r)?;
             }
         }
         Ok(())
@@ -260,14 +287,27 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Whether overlayfs marked directory `path` opaque (trusted or user xattr).
 fn is_opaque(path: &Path) -> bool {
+    xattr_first_byte(path, &[c"trusted.overlay.opaque", c"user.overlay.opaque"]) == Some(b'y')
+}
+
+/// Whether `path` has any of the extended attributes `names`.
+fn has_xattr(path: &Path, names: &[&std::ffi::CStr]) -> bool {
+    xattr_first_byte(path, names).is_some()
+}
+
+/// The first byte of the first of `names` that `path` has (not following a
+/// symlink); `None` when it has none of them.
+fn xattr_first_byte(path: &Path, names: &[&std::ffi::CStr]) -> Option<u8> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    [c"trusted.overlay.opaque", c"user.overlay.opaque"].iter().any(|name| {
-        let mut v = [0u8; 4];
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    names.iter().find_map(|name| {
+        let mut v = [0u8; 256];
         // SAFETY: both strings are NUL-terminated and live across the call;
         // the kernel writes at most v.len() bytes into v.
         let n = unsafe { libc::lgetxattr(cpath.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        n >= 1 && v[0] == b'y'
+        // ERANGE (a longer value) still means the attribute is there.
+        let present = n >= 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE);
+        present.then(|| if n >= 1 { v[0] } else { 0 })
     })
 }
 
