@@ -49,6 +49,19 @@ fn private_dir_for(file: &Path, what: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// `YYYY-MM-DDTHH:MM:SS…`: enough of RFC 3339 for Go's time parser to be
+/// worth trying (what runc's state and CRI-O's annotation hold).
+fn looks_rfc3339(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&i| b[i].is_ascii_digit())
+}
+
 /// A checkpoint on its way into an archive.
 pub struct Export {
     file: PathBuf,
@@ -108,6 +121,12 @@ impl Export {
     fn config_dump(&self, id: &str, created: &str) -> Value {
         let ann = |k: &str| self.annotations.get(k).and_then(Value::as_str).map(str::to_string);
         let image = ann("io.kubernetes.cri-o.ImageName").unwrap_or_default();
+        // Go's time.Time wants RFC 3339: never an empty string.
+        let created = [ann("io.kubernetes.cri-o.Created"), Some(created.to_string())]
+            .into_iter()
+            .flatten()
+            .find(|t| looks_rfc3339(t))
+            .unwrap_or_else(crate::logging::now_rfc3339);
         json!({
             "id": id,
             "name": ann("io.kubernetes.cri-o.Name").or_else(|| ann("io.kubernetes.container.name")).unwrap_or_else(|| id.to_string()),
@@ -115,7 +134,7 @@ impl Export {
             "rootfsImageRef": ann("io.kubernetes.cri-o.ImageRef").unwrap_or_default(),
             "rootfsImageName": image,
             "runtime": ann("io.kubernetes.cri-o.RuntimeHandler").unwrap_or_else(|| "stasis".into()),
-            "createdTime": ann("io.kubernetes.cri-o.Created").unwrap_or_else(|| created.to_string()),
+            "createdTime": created,
             "checkpointedTime": crate::logging::now_rfc3339(),
             "restored": false,
         })
@@ -338,5 +357,18 @@ impl Drop for Imported {
             let _ = fs::remove_dir_all(&self.image);
         }
         let _ = fs::remove_dir_all(&self.staging);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_times_go_can_parse() {
+        assert!(looks_rfc3339("2026-11-23T16:10:52.123565645Z"));
+        assert!(looks_rfc3339("2026-11-23T16:10:52+01:00"));
+        assert!(!looks_rfc3339(""));
+        assert!(!looks_rfc3339("2026-11-23 16:10:52 +0000 UTC"));
     }
 }
