@@ -25,6 +25,8 @@ pub struct State {
     /// Host pid of the container's init (0 when stopped).
     pub pid: i32,
     pub bundle: PathBuf,
+    /// RFC 3339 creation time ("" when the runtime gives none).
+    pub created: String,
 }
 
 impl State {
@@ -38,10 +40,12 @@ impl State {
         let pid = v["pid"].as_i64().unwrap_or(0);
         let pid = i32::try_from(pid).with_context(|| format!("state has an invalid pid {pid}"))?;
         let bundle = PathBuf::from(v["bundle"].as_str().unwrap_or_default());
+        let created = v["created"].as_str().unwrap_or_default().to_string();
         Ok(Self {
             status,
             pid,
             bundle,
+            created,
         })
     }
 }
@@ -170,7 +174,8 @@ mod tests {
             State {
                 status: "paused".into(),
                 pid: 4242,
-                bundle: "/b".into()
+                bundle: "/b".into(),
+                created: "2026-01-01T00:00:00Z".into(),
             }
         );
         let stopped = State::from_json(r#"{"status":"stopped","pid":0,"bundle":"/b"}"#).unwrap();

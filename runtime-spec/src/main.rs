@@ -4,13 +4,16 @@
 //! runc verb is exec'd, unchanged, in the underlying runtime (runc unless
 //! `--runtime-binary` or `$STASIS_RUNTIME` says otherwise).
 
+mod archive;
 mod cli;
 mod commands;
 mod container;
+mod cr_archive;
 mod delegate;
 mod logging;
 mod oplock;
 mod restore_bundle;
+mod rootfs_diff;
 mod stats;
 mod tmpfs;
 mod waiter;

@@ -10,6 +10,7 @@
 //! ```text
 //! /run/stasis/<root-key>/<id>/bundle/config.json   the rewritten config
 //! /run/stasis/<root-key>/<id>/init.pid             the runtime's --pid-file
+//! /run/stasis/<root-key>/<id>/original-config.json the caller's config (spec.dump of a later --export)
 //! ```
 //!
 //! `<root-key>` is a hash of the runtime's state root, so equal ids under
@@ -209,6 +210,14 @@ impl PrivateDir {
         self.path.join("init.pid")
     }
 
+    /// Keeps the caller's config as it was, for a later `checkpoint
+    /// --export` of the restored container (its `spec.dump`).
+    pub fn write_original(&self, config: &Value) -> anyhow::Result<()> {
+        let file = self.path.join(ORIGINAL_CONFIG);
+        let text = serde_json::to_vec_pretty(config).context("serialise config.json")?;
+        fs::write(&file, text).with_context(|| format!("write {}", file.display()))
+    }
+
     /// Writes the rewritten config into `bundle/config.json`.
     pub fn write_config(&self, config: &Value) -> anyhow::Result<PathBuf> {
         let bundle = self.bundle();
@@ -221,6 +230,17 @@ impl PrivateDir {
         fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
         Ok(bundle)
     }
+}
+
+const ORIGINAL_CONFIG: &str = "original-config.json";
+
+/// The caller's own config of a container that stasis restored, whose
+/// runtime state names `bundle`, stasis' private bundle; `None` for any other.
+pub fn original_config(bundle: &Path) -> Option<PathBuf> {
+    if !bundle.starts_with(STATE_DIR) || bundle.file_name()? != "bundle" {
+        return None;
+    }
+    Some(bundle.parent()?.join(ORIGINAL_CONFIG)).filter(|p| p.is_file())
 }
 
 /// Removes a container's private directory, and its root-key parent once

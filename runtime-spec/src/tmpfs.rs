@@ -3,11 +3,11 @@
 //! one into the image (while the container is frozen, so the files match the
 //! memory image) and a restore unpacks them into the new container's mounts
 //! before its processes come back. `/dev` itself (device nodes made by the
-//! runtime) is left alone. Archives are plain tar files made by `tar`, listed
-//! in `tmpfs.json`; the image directory stays flat.
+//! runtime) is left alone. Archives are plain tar files (`crate::archive`,
+//! unpacked only after every entry is checked), listed in `tmpfs.json`; the
+//! image directory stays flat.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -35,14 +35,6 @@ fn tmpfs_mounts(pid: i32) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
-fn tar(args: &[&std::ffi::OsStr]) -> std::io::Result<()> {
-    let out = Command::new("tar").args(args).output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("tar: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(())
-}
-
 /// A hook for the engine that archives every tmpfs of container init `pid`
 /// into `image_dir`.
 pub fn saver(pid: i32, image_dir: &Path) -> FrozenHook {
@@ -53,7 +45,7 @@ pub fn saver(pid: i32, image_dir: &Path) -> FrozenHook {
             let file = format!("tmpfs-{i}.tar");
             let src = PathBuf::from(format!("/proc/{pid}/root{point}"));
             let dst = dir.join(&file);
-            tar(&["--numeric-owner".as_ref(), "-C".as_ref(), src.as_os_str(), "-cf".as_ref(), dst.as_os_str(), ".".as_ref()])?;
+            crate::archive::pack_dir(&src, &dst).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
             index.push(serde_json::json!({ "mountpoint": point, "file": file }));
         }
         let json = serde_json::to_vec(&index).map_err(std::io::Error::other)?;
@@ -79,8 +71,7 @@ pub fn restore(pid: i32, image_dir: &Path) -> anyhow::Result<()> {
             bail!("the restored container has no {point} to restore its tmpfs contents into");
         }
         let src = image_dir.join(file);
-        tar(&["--numeric-owner".as_ref(), "-p".as_ref(), "-C".as_ref(), dst.as_os_str(), "-xf".as_ref(), src.as_os_str()])
-            .with_context(|| format!("restore the contents of {point}"))?;
+        crate::archive::unpack(&src, &dst).with_context(|| format!("restore the contents of {point}"))?;
     }
     Ok(())
 }

@@ -58,6 +58,11 @@ pub struct CheckpointOpts {
     /// Only `network` is accepted, as in runc.
     pub empty_ns: Vec<String>,
     pub auto_dedup: bool,
+    /// stasis: also write the kubelet/CRI-O checkpoint archive here.
+    pub export: Option<PathBuf>,
+    /// stasis: the unmodified image rootfs the archive's rootfs diff is
+    /// computed against (when the rootfs is not an overlay mount).
+    pub rootfs_base: Option<PathBuf>,
 }
 
 /// `runc restore [opts] <id>`.
@@ -95,6 +100,8 @@ pub struct RestoreOpts {
     /// create/run flags that some callers also pass to restore.
     pub preserve_fds: u32,
     pub pidfd_socket: Option<PathBuf>,
+    /// stasis: restore from a kubelet/CRI-O checkpoint archive.
+    pub import: Option<PathBuf>,
 }
 
 const HELP: FlagSpec = FlagSpec::boolean("help", "show help").alias(&["h"]);
@@ -144,6 +151,14 @@ static CHECKPOINT_FLAGS: &[FlagSpec] = &[
         "create a namespace, but don't restore its properties",
     ),
     FlagSpec::boolean("auto-dedup", "enable auto deduplication of memory images"),
+    FlagSpec::value(
+        "export",
+        "stasis: also write a kubelet/CRI-O checkpoint archive (tar) to this new file",
+    ),
+    FlagSpec::value(
+        "rootfs-base",
+        "stasis: with --export, the unmodified image rootfs to diff against (default: the overlay's upper dir)",
+    ),
     HELP,
 ];
 
@@ -191,6 +206,10 @@ static RESTORE_FLAGS: &[FlagSpec] = &[
     FlagSpec::value(
         "pidfd-socket",
         "AF_UNIX socket that receives the init process pidfd",
+    ),
+    FlagSpec::value(
+        "import",
+        "stasis: restore from a kubelet/CRI-O checkpoint archive, applying its rootfs diff to the bundle's rootfs",
     ),
     HELP,
 ];
@@ -265,6 +284,8 @@ impl CheckpointOpts {
             manage_cgroups_mode: cgroups_mode(p)?,
             empty_ns: empty_ns(p)?,
             auto_dedup: p.bool("auto-dedup"),
+            export: path(p, "export"),
+            rootfs_base: path(p, "rootfs-base"),
         })
     }
 }
@@ -297,6 +318,7 @@ impl RestoreOpts {
             no_new_keyring: p.bool("no-new-keyring"),
             preserve_fds: int_flag::<u32>(p, "preserve-fds", 0)?,
             pidfd_socket: path(p, "pidfd-socket"),
+            import: path(p, "import"),
         })
     }
 }

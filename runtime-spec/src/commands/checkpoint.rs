@@ -6,6 +6,11 @@
 //!   (before the dump), the engine's images (`inventory.img` last);
 //! * work dir (`--work-path`, default the image dir): `dump.log` and
 //!   `stats-dump` (CRIU's stats format), also after a failed dump.
+//!
+//! `--export FILE` (stasis' own) also writes the kubelet/CRI-O archive
+//! (`cr_archive`): the image and work dirs then default to a private
+//! directory next to FILE, and the rootfs diff is taken while the container
+//! is frozen.
 
 use std::fmt::Write as _;
 use std::fs::DirBuilder;
@@ -15,10 +20,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use stasis_checkpoint::freezer::Freezer;
-use stasis_checkpoint::{dump, image, DumpOptions, DumpStats};
+use stasis_checkpoint::{dump, image, DumpOptions, DumpStats, FrozenHook};
 
 use crate::cli::{CheckpointOpts, GlobalOpts};
 use crate::container::Runtime;
+use crate::cr_archive::Export;
 use crate::logging::Logger;
 use crate::oplock;
 use crate::stats;
@@ -45,15 +51,24 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         bail!("container {id} has no init process");
     }
     let cwd = std::env::current_dir().context("get the current directory")?;
-    let image_dir = cwd.join(
-        opts.image_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("checkpoint")),
-    );
-    let work_dir = opts
-        .work_path
-        .as_ref()
-        .map_or_else(|| image_dir.clone(), |w| cwd.join(w));
+    let export = match &opts.export {
+        Some(file) => Some(Export::prepare(
+            &cwd.join(file),
+            &state.bundle,
+            opts.rootfs_base.as_ref().map(|b| cwd.join(b)).as_deref(),
+        )?),
+        None => None,
+    };
+    let image_dir = match (&opts.image_path, &export) {
+        (Some(p), _) => cwd.join(p),
+        (None, Some(e)) => e.staging.join(crate::cr_archive::CHECKPOINT_DIR),
+        (None, None) => cwd.join("checkpoint"),
+    };
+    let work_dir = match (&opts.work_path, &export) {
+        (Some(w), _) => cwd.join(w),
+        (None, Some(e)) if opts.image_path.is_none() => e.staging.clone(),
+        _ => image_dir.clone(),
+    };
     // As runc: the parent must exist, relative to the image directory
     // (resolved by name: the image directory may not exist yet).
     if let Some(p) = &opts.parent_path {
@@ -82,7 +97,7 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         pre_copy: opts.leave_running && state.status == "running",
         pre_dump: opts.pre_dump,
         parent: opts.parent_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
-        frozen_hook: if opts.pre_dump { None } else { Some(crate::tmpfs::saver(pid, &image_dir)) },
+        frozen_hook: if opts.pre_dump { None } else { Some(frozen_hook(pid, &image_dir, export.as_ref())) },
     };
     logger.debug(&format!(
         "dumping container {id} (init {pid}) into {}",
@@ -96,12 +111,16 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
         Ok(st) => {
             let log = success_log(id, pid, &image_dir, &st, wall_us, opts.leave_running);
             write_logs(&work_dir, &log, Some(&st));
+            // The archive before the runtime's delete; if it fails, the
+            // image stays where it is and the error says so.
+            let exported = export.map(|e| e.finish(id, &state.created, &image_dir, &work_dir));
             if !opts.leave_running && !opts.pre_dump {
                 // The engine killed the tree; now the runtime's record goes,
                 // so `state` says "container does not exist" as after runc.
                 rt.delete_force(id)
                     .context("checkpoint written, but removing the container failed")?;
             }
+            exported.transpose()?;
             Ok(0)
         }
         Err(e) => {
@@ -111,9 +130,28 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
                 state.status
             );
             write_logs(&work_dir, &log, None);
+            if let Some(ex) = export {
+                // Its private directory (maybe the work dir too) goes.
+                let private = work_dir.starts_with(&ex.staging);
+                ex.discard();
+                if private {
+                    bail!("{msg}");
+                }
+            }
             bail!("{msg} (log file: {})", log_path.display())
         }
     }
+}
+
+/// While the container is frozen: its tmpfs contents into the image, and,
+/// for `--export`, its rootfs diff.
+fn frozen_hook(pid: i32, image_dir: &Path, export: Option<&Export>) -> FrozenHook {
+    let tmpfs = crate::tmpfs::saver(pid, image_dir);
+    let diff = export.map(Export::frozen_work);
+    FrozenHook(std::sync::Arc::new(move || {
+        (tmpfs.0)()?;
+        diff.as_ref().map_or(Ok(()), |d| d())
+    }))
 }
 
 /// `path` with `.` and `..` components resolved by name.
@@ -151,6 +189,12 @@ fn refuse_unsupported(o: &CheckpointOpts) -> anyhow::Result<()> {
     }
     if o.auto_dedup {
         return never("--auto-dedup");
+    }
+    if o.export.is_some() && (o.pre_dump || o.parent_path.is_some()) {
+        bail!("checkpoint: --export writes a whole, standalone checkpoint: it cannot be used with --pre-dump or --parent-path");
+    }
+    if o.rootfs_base.is_some() && o.export.is_none() {
+        bail!("checkpoint: --rootfs-base is only used with --export");
     }
     // The parser accepts only "network" (runc: "namespace %q is not
     // supported"), which stasis honours anyway: it never saves netdevs.

@@ -18,6 +18,10 @@
 //!
 //! Any failure deletes the container from the runtime and removes stasis'
 //! private directory: nothing is left behind.
+//!
+//! `--import FILE` (stasis' own) restores from a kubelet/CRI-O archive
+//! (`cr_archive`): unpacked and checked first, its rootfs diff applied to
+//! the bundle's rootfs, then restored as above.
 
 use std::fmt::Write as _;
 use std::fs::{DirBuilder, File};
@@ -33,6 +37,7 @@ use stasis_checkpoint::restore::{restore_attached, RestoreOptions, Restored};
 
 use crate::cli::{GlobalOpts, RestoreOpts};
 use crate::container::{self, Runtime};
+use crate::cr_archive;
 use crate::logging::Logger;
 use crate::oplock;
 use crate::restore_bundle::{self, PrivateDir, PRESERVED_FDS};
@@ -57,11 +62,26 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
     // anything is looked at.
     let lock = oplock::acquire(global, &opts.id, "restore")?;
     let cwd = std::env::current_dir().context("get the current directory")?;
-    let image = cwd.join(
-        opts.image_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("checkpoint")),
-    );
+    if rt.state(&opts.id)?.is_some() {
+        bail!("container with given ID already exists");
+    }
+    // --import FILE: the kubelet/CRI-O archive is unpacked (and checked
+    // whole) first; dropped on any error below, it removes what it made.
+    let mut imported = match &opts.import {
+        Some(file) => Some(cr_archive::import(
+            &cwd.join(file),
+            opts.image_path.as_ref().map(|p| cwd.join(p)).as_deref(),
+        )?),
+        None => None,
+    };
+    let image = match &imported {
+        Some(imp) => imp.image.clone(),
+        None => cwd.join(
+            opts.image_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("checkpoint")),
+        ),
+    };
     let paths = Paths {
         bundle: opts
             .bundle
@@ -79,10 +99,13 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
             paths.image.display()
         );
     }
-    if rt.state(&opts.id)?.is_some() {
-        bail!("container with given ID already exists");
-    }
     let mut config = read_config(&paths.bundle)?;
+    if let Some(imp) = &imported {
+        // Files the container wrote go into the new (fresh) rootfs first.
+        let root = config["root"]["path"].as_str().context("config.json has no root.path")?;
+        imp.apply_rootfs(&paths.bundle.join(root))?;
+    }
+    let original = config.clone();
     restore_bundle::rewrite_config(&mut config, &paths.bundle, restore_bundle::own_caps()?)?;
     DirBuilder::new()
         .recursive(true)
@@ -99,7 +122,7 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
     let private = PrivateDir::create(restore_bundle::private_dir(global, &opts.id))?;
 
     let t0 = Instant::now();
-    match restore(&rt, opts, &paths, &private, &config) {
+    match restore(&rt, opts, &paths, &private, (&config, &original)) {
         Ok((restored, create_us)) => {
             let log = success_log(
                 &opts.id,
@@ -118,6 +141,9 @@ pub fn run(global: &GlobalOpts, opts: &RestoreOpts) -> anyhow::Result<i32> {
                     ..Default::default()
                 },
             );
+            if let Some(imp) = imported.take() {
+                imp.done();
+            }
             // The container exists now: a checkpoint of it may start.
             drop(lock);
             if opts.detach {
@@ -159,8 +185,9 @@ fn restore(
     opts: &RestoreOpts,
     paths: &Paths,
     private: &PrivateDir,
-    config: &serde_json::Value,
+    (config, original): (&serde_json::Value, &serde_json::Value),
 ) -> anyhow::Result<(Restored, u64)> {
+    private.write_original(original)?;
     let bundle = private.write_config(config)?;
     let exe = File::open("/proc/self/exe").context("open the stasis binary")?;
     let image = nix::fcntl::open(
