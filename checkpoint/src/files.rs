@@ -46,6 +46,8 @@ pub struct FileTable {
     by_inode: HashMap<(u64, u64), Vec<u32>>,
     /// Which fds refer to each file id: (vpid, fd).
     users: Vec<Vec<(i32, i32)>>,
+    /// Mount ids of each mount namespace seen (by its inode), read once.
+    mounts: HashMap<u64, std::collections::HashSet<i32>>,
 }
 
 fn pipe_ino(link: &str) -> Option<u64> {
@@ -53,6 +55,17 @@ fn pipe_ino(link: &str) -> Option<u64> {
 }
 
 impl FileTable {
+    /// Mount ids visible to task `pid`: read once per mount namespace (a
+    /// tree of hundreds of processes shares one).
+    fn mount_ids(&mut self, pid: i32, vpid: i32) -> Result<&std::collections::HashSet<i32>> {
+        let ns = nix::sys::stat::stat(format!("/proc/{pid}/ns/mnt").as_str()).ctx(|| format!("stat mount namespace of task {vpid}"))?.st_ino;
+        if !self.mounts.contains_key(&ns) {
+            let ids = proc::mount_ids(pid).ctx(|| format!("read mounts of task {vpid}"))?;
+            self.mounts.insert(ns, ids);
+        }
+        Ok(&self.mounts[&ns])
+    }
+
     /// Records every fd of stopped task `pid` (`vpid` inside its namespace).
     pub fn dump_task(
         &mut self,
@@ -64,7 +77,6 @@ impl FileTable {
         copier: &mut Copier,
     ) -> Result<Vec<FdImage>> {
         let mut out = Vec::new();
-        let mounts = proc::mount_ids(pid).ctx(|| format!("read mounts of task {vpid}"))?;
         let fds = proc::fds(pid).ctx(|| format!("list fds of task {vpid}"))?;
         let half = fds.len() / 2;
         for (k, fd) in fds.into_iter().enumerate() {
@@ -94,7 +106,7 @@ impl FileTable {
                     // A file on a mount the task's namespace does not have
                     // (a host file on a container's stdio) cannot be reopened
                     // there: on stdio the restorer supplies it, as runc does.
-                    let outside = link.starts_with('/') && info.mnt_id != 0 && !mounts.contains(&info.mnt_id);
+                    let outside = link.starts_with('/') && info.mnt_id != 0 && !self.mount_ids(pid, vpid)?.contains(&info.mnt_id);
                     let kind = if outside && fd <= 2 {
                         FileKind::Inherited { key: format!("file:{link}") }
                     } else if outside {
