@@ -226,13 +226,16 @@ impl Morph<'_> {
                     .map_err(e("queue thread signal"))?;
             }
         }
-        for rm in remotes.iter_mut() {
-            restore_creds(rm, scratch, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
-        }
-        // Seccomp filters last of all (our later injections are not
-        // filtered: seccomp is suspended for tracees).
+        // Seccomp filters before the credentials: installing a filter needs
+        // CAP_SYS_ADMIN or no_new_privs, and engines such as podman run
+        // containers with a filter, without no_new_privs and without
+        // CAP_SYS_ADMIN, so only the stub's full capabilities allow it. Our
+        // later injections are not filtered (seccomp is suspended for tracees).
         for (rm, th) in remotes.iter_mut().zip(&t.threads) {
             install_seccomp(rm, scratch, &th.seccomp).map_err(|x| err(vpid, &format!("seccomp filters of thread {}", th.tid), x))?;
+        }
+        for rm in remotes.iter_mut() {
+            restore_creds(rm, scratch, &t.creds, t.no_new_privs).map_err(e("credentials"))?;
         }
         if t.dumpable != 1 {
             remotes[0].call(libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, t.dumpable as u64]).map_err(e("set dumpable"))?;
