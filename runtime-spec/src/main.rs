@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod container;
 mod delegate;
+mod image_dir;
 mod logging;
 mod oplock;
 mod restore_bundle;
