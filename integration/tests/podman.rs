@@ -213,3 +213,41 @@ fn podman_checkpoint_restore_export_import() {
         assert_eq!(cr::private_dirs(id), Vec::<std::path::PathBuf>::new(), "stasis dir of {id} left");
     }
 }
+
+/// A restore that fails (its image lacks pages.img) leaves the container
+/// checkpointed, with no process, runc state or stasis directory, and the
+/// image untouched: once the file is back, a retry resumes the counter.
+#[test]
+fn podman_failed_restore_loses_nothing() {
+    let p = Podman::new();
+    let image = format!("localhost/stasis-counter:{}", unique_id("t"));
+    let rootfs = counter_bundle();
+    p.import_rootfs(&rootfs.rootfs(), &image);
+    let name = unique_id("podman-f");
+    let stasis = stasis_bin();
+    let stasis = stasis.to_str().unwrap();
+    let out = p.exec(&["--runtime", stasis, "run", "-d", "--name", &name, "--network", "none", &image, "/bin/counter"]);
+    assert_eq!(out.code, 0, "podman run: {out:?}");
+    let id = out.stdout.trim().to_string();
+    wait_beyond(&p, &name, 2);
+    p.exec(&["container", "checkpoint", &name]).ok();
+    let at = last_logged(&p, &name);
+
+    let userdata = std::path::PathBuf::from(p.inspect(&name)["StaticDir"].as_str().unwrap());
+    let pages = userdata.join("checkpoint/pages.img");
+    let aside = userdata.join("pages.img.aside");
+    std::fs::rename(&pages, &aside).unwrap();
+    let failed = p.exec(&["container", "restore", &name]);
+    assert!(failed.code != 0 && failed.stderr.contains("pages.img"), "{failed:?}");
+    assert_eq!(state(&p, &name), "exited");
+    assert!(!Path::new("/run/runc").join(&id).exists(), "runc state left");
+    assert_eq!(cr::private_dirs(&id), Vec::<std::path::PathBuf>::new(), "stasis dir left");
+    assert!(userdata.join("checkpoint/inventory.img").is_file(), "the image was changed");
+
+    std::fs::rename(&aside, &pages).unwrap();
+    p.exec(&["container", "restore", &name]).ok();
+    assert_resumed(&p, &name, at.iter);
+    p.exec(&["rm", "--force", "--time", "0", &name]).ok();
+    assert!(!Path::new("/run/runc").join(&id).exists(), "runc state left");
+    assert_eq!(cr::private_dirs(&id), Vec::<std::path::PathBuf>::new(), "stasis dir left");
+}
