@@ -143,16 +143,21 @@ fn podman_checkpoint_restore_export_import() {
         wait_beyond(&p, &name, now.iter);
     }
 
-    // checkpoint (stops it), then restore in place.
-    p.exec(&["container", "checkpoint", &name]).ok();
+    // checkpoint (stops it), then restore in place; podman passes these
+    // CRIU options on to the runtime, which accepts them.
+    p.exec(&["container", "checkpoint", "--tcp-established", "--file-locks", &name]).ok();
     assert_eq!(state(&p, &name), "exited");
     assert!(p.inspect(&name)["State"]["Checkpointed"] == true);
     assert!(!is_counter(pid0), "the checkpointed counter still runs");
     let at = last_logged(&p, &name);
-    let out = p.exec(&["container", "restore", "--print-stats", &name]).ok();
+    let out = p.exec(&["container", "restore", "--print-stats", "--tcp-established", "--file-locks", &name]).ok();
     assert_stats(&out.stdout, "runtime_restore_duration", "pages_restored");
     assert_eq!(state(&p, &name), "running");
     assert_resumed(&p, &name, at.iter);
+    // podman's view of the processes: the counter alone, as pid 1.
+    let top = p.exec(&["top", &name, "pid", "args"]).ok();
+    let procs: Vec<&str> = top.stdout.lines().skip(1).map(str::trim).collect();
+    assert!(procs.len() == 1 && procs[0].starts_with("1 ") && procs[0].ends_with("/bin/counter"), "{top:?}");
 
     // Rootfs changes: a file written, one deleted.
     p.exec(&["exec", &name, "sh", "-c", "echo marker > /root/marker && rm /etc/group"]).ok();
