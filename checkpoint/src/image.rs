@@ -64,12 +64,13 @@ const MAX_DESCRIPTORS_LEN: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{file}: {op}: {source}")]
+    // Causes are part of the messages, not `#[source]`s, so that a chain
+    // printer (anyhow's `{:#}`) does not repeat them (as `crate::Error`).
+    #[error("{file}: {op}: {cause}")]
     Io {
         file: String,
         op: &'static str,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{file}: already exists (refusing to overwrite)")]
     Exists { file: String },
@@ -115,11 +116,10 @@ pub enum ImageError {
     BadHeader { file: String, what: String },
     #[error("{file}: malformed: {what}")]
     Malformed { file: String, what: String },
-    #[error("{file}: invalid json: {source}")]
+    #[error("{file}: invalid json: {cause}")]
     Json {
         file: String,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("pages.img: blob at {off:#x} is not page aligned")]
     BlobUnaligned { off: u64 },
@@ -147,7 +147,7 @@ fn io_err(file: &str, op: &'static str, e: std::io::Error) -> ImageError {
         _ => ImageError::Io {
             file,
             op,
-            source: e,
+            cause: e,
         },
     }
 }
@@ -404,9 +404,9 @@ fn decode_payload<T: DeserializeOwned>(
     if xxh3_64(payload) != h.xxh3 {
         return Err(ImageError::ChecksumMismatch { file: file() });
     }
-    serde_json::from_slice(payload).map_err(|source| ImageError::Json {
+    serde_json::from_slice(payload).map_err(|cause| ImageError::Json {
         file: file(),
-        source,
+        cause,
     })
 }
 
@@ -445,9 +445,9 @@ pub fn decode_meta<T: DeserializeOwned>(
 
 /// Encodes `value` as a framed metadata file in memory.
 pub fn encode_meta<T: Serialize>(kind: MetaKind, value: &T) -> Result<(Vec<u8>, u64), ImageError> {
-    let payload = serde_json::to_vec(value).map_err(|source| ImageError::Json {
+    let payload = serde_json::to_vec(value).map_err(|cause| ImageError::Json {
         file: kind.file_name().into(),
-        source,
+        cause,
     })?;
     let len = payload.len() as u64;
     if len > MAX_META_PAYLOAD {
@@ -541,9 +541,9 @@ pub fn read_meta<T: DeserializeOwned>(dir: &Path, kind: MetaKind) -> Result<T, I
 
 /// Writes runc's `descriptors.json`: where fds 0, 1 and 2 pointed at dump time.
 pub fn write_descriptors_json(dir: &Path, fds: &[String; 3]) -> Result<(), ImageError> {
-    let bytes = serde_json::to_vec(fds).map_err(|source| ImageError::Json {
+    let bytes = serde_json::to_vec(fds).map_err(|cause| ImageError::Json {
         file: DESCRIPTORS_FILE.into(),
-        source,
+        cause,
     })?;
     let mut f = create_file(dir, DESCRIPTORS_FILE)?;
     f.write_all(&bytes)
@@ -567,9 +567,9 @@ pub fn read_descriptors_json(dir: &Path) -> Result<Vec<String>, ImageError> {
     f.take(MAX_DESCRIPTORS_LEN + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| io_err(file, "read", e))?;
-    let v: Vec<String> = serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
+    let v: Vec<String> = serde_json::from_slice(&bytes).map_err(|cause| ImageError::Json {
         file: file.into(),
-        source,
+        cause,
     })?;
     if v.len() != 3 {
         return Err(ImageError::Malformed {
@@ -882,7 +882,7 @@ impl Drop for PagesReader {
 /// validated. What restore and `stasis inspect` start from.
 pub fn open_image(dir: &Path) -> Result<(Inventory, TreeImage, PagesReader), ImageError> {
     let inv: Inventory = match read_meta(dir, MetaKind::Inventory) {
-        Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(ImageError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
             return Err(ImageError::Incomplete)
         }
         r => r?,

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod podman;
 pub mod zdtm;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};

@@ -10,6 +10,7 @@ mod commands;
 mod container;
 mod cr_archive;
 mod delegate;
+mod image_dir;
 mod logging;
 mod oplock;
 mod restore_bundle;

@@ -25,6 +25,7 @@ use stasis_checkpoint::{dump, image, DumpOptions, DumpStats, FrozenHook};
 use crate::cli::{CheckpointOpts, GlobalOpts};
 use crate::container::Runtime;
 use crate::cr_archive::Export;
+use crate::image_dir;
 use crate::logging::Logger;
 use crate::oplock;
 use crate::stats;
@@ -76,45 +77,42 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
             bail!("invalid --parent-path");
         }
     }
-    image::create_image_dir(&image_dir)
-        .with_context(|| format!("create image directory {}", image_dir.display()))?;
+    // An earlier image there is replaced only once the new one is complete.
+    let target = image_dir::Target::prepare(&image_dir)?;
     make_work_dir(&work_dir)?;
-
-    let pid = state.pid;
-    // runc writes no descriptors.json for a pre-dump (memory only).
-    if !opts.pre_dump {
-        image::write_descriptors_json(&image_dir, &descriptors(pid))
-            .with_context(|| format!("write descriptors.json in {}", image_dir.display()))?;
-    }
-    let dopts = DumpOptions {
-        image_dir: image_dir.clone(),
-        leave_running: opts.leave_running,
-        own_ipc_ns: own_ipc_ns(pid),
-        copy_threads: 2,
-        freezer: Freezer::of_pid(pid)
-            .with_context(|| format!("find the freezer cgroup of {pid}"))?,
-        // Copying while it runs only helps a container that does run.
-        pre_copy: opts.leave_running && state.status == "running",
-        pre_dump: opts.pre_dump,
-        parent: opts.parent_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
-        frozen_hook: if opts.pre_dump { None } else { Some(frozen_hook(pid, &image_dir, export.as_ref())) },
-    };
-    logger.debug(&format!(
-        "dumping container {id} (init {pid}) into {}",
-        image_dir.display()
-    ));
-    let t0 = Instant::now();
-    let result = dump(pid, &dopts);
-    let wall_us = t0.elapsed().as_micros() as u64;
+    let result = dump_into(&target, &state, opts, export.as_ref(), &logger);
     let log_path = work_dir.join(LOG_FILE);
+    let stops = !opts.leave_running && !opts.pre_dump;
+    let result = match result {
+        Ok(done) => match target.commit() {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                // The image is complete but not in place; without
+                // --leave-running the tree is gone already.
+                let msg = format!("checkpoint of container {id} failed: {e:#}");
+                write_logs(&work_dir, &format!("{msg}\n"), None);
+                if stops {
+                    let _ = rt.delete_force(id);
+                }
+                if let Some(ex) = export {
+                    ex.discard();
+                }
+                bail!("{msg} (log file: {})", log_path.display())
+            }
+        },
+        Err(e) => {
+            target.abandon();
+            Err(e)
+        }
+    };
     match result {
-        Ok(st) => {
-            let log = success_log(id, pid, &image_dir, &st, wall_us, opts.leave_running);
+        Ok((st, wall_us)) => {
+            let log = success_log(id, state.pid, &image_dir, &st, wall_us, opts.leave_running);
             write_logs(&work_dir, &log, Some(&st));
             // The archive before the runtime's delete; if it fails, the
             // image stays where it is and the error says so.
             let exported = export.map(|e| e.finish(id, &state.created, &image_dir, &work_dir));
-            if !opts.leave_running && !opts.pre_dump {
+            if stops {
                 // The engine killed the tree; now the runtime's record goes,
                 // so `state` says "container does not exist" as after runc.
                 rt.delete_force(id)
@@ -141,6 +139,45 @@ pub fn run(global: &GlobalOpts, opts: &CheckpointOpts) -> anyhow::Result<i32> {
             bail!("{msg} (log file: {})", log_path.display())
         }
     }
+}
+
+/// Dumps the container into `target`'s directory; returns the engine's
+/// figures and the wall time in microseconds.
+fn dump_into(
+    target: &image_dir::Target,
+    state: &crate::container::State,
+    opts: &CheckpointOpts,
+    export: Option<&Export>,
+    logger: &Logger,
+) -> anyhow::Result<(DumpStats, u64)> {
+    let image_dir = target.dir();
+    let pid = state.pid;
+    // runc writes no descriptors.json for a pre-dump (memory only).
+    if !opts.pre_dump {
+        // The messages carry their causes: printed with `{}`, not as a chain.
+        image::write_descriptors_json(image_dir, &descriptors(pid))
+            .map_err(|e| anyhow!("write descriptors.json in {}: {e}", image_dir.display()))?;
+    }
+    let dopts = DumpOptions {
+        image_dir: image_dir.to_path_buf(),
+        leave_running: opts.leave_running,
+        own_ipc_ns: own_ipc_ns(pid),
+        copy_threads: 2,
+        freezer: Freezer::of_pid(pid).map_err(|e| anyhow!("find the freezer cgroup of {pid}: {e}"))?,
+        // Copying while it runs only helps a container that does run.
+        pre_copy: opts.leave_running && state.status == "running",
+        pre_dump: opts.pre_dump,
+        parent: opts.parent_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        frozen_hook: if opts.pre_dump { None } else { Some(frozen_hook(pid, image_dir, export)) },
+    };
+    logger.debug(&format!(
+        "dumping container {} (init {pid}) into {}",
+        opts.id,
+        image_dir.display()
+    ));
+    let t0 = Instant::now();
+    let st = dump(pid, &dopts).map_err(|e| anyhow!("{e}"))?;
+    Ok((st, t0.elapsed().as_micros() as u64))
 }
 
 /// While the container is frozen: its tmpfs contents into the image, and,
