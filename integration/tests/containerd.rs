@@ -63,8 +63,15 @@ fn containerd() -> Containerd {
 /// `<dir>/<id>.log`; returns the task's host pid once the counter counts.
 #[track_caller]
 fn run_counter(ctd: &Containerd, id: &str) -> i32 {
+    run_counter_with(ctd, id, &[])
+}
+
+/// `run_counter` with a command instead of the image's (`/bin/counter`).
+#[track_caller]
+fn run_counter_with(ctd: &Containerd, id: &str, cmd: &[&str]) -> i32 {
     let log = format!("file://{}/{id}.log", ctd.dir().display());
-    let out = ctd.ctr(&[
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    for a in [
         "run".as_ref(),
         "-d".as_ref(),
         "--runc-binary".as_ref(),
@@ -74,10 +81,14 @@ fn run_counter(ctd: &Containerd, id: &str) -> i32 {
         "--fifo-dir".as_ref(),
         ctd.fifo_dir().as_os_str(),
         "--log-uri".as_ref(),
-        log.as_ref(),
+        std::ffi::OsStr::new(&log),
         IMAGE.as_ref(),
         id.as_ref(),
-    ]);
+    ] {
+        args.push(a.to_os_string());
+    }
+    args.extend(cmd.iter().map(|a| a.into()));
+    let out = ctd.ctr(&args);
     assert_eq!(out.code, 0, "ctr run: {out:?}");
     let pid = ctd.wait_task(id, "RUNNING");
     let p = wait_beyond(pid, 2);
@@ -386,5 +397,59 @@ fn container_checkpoint_and_restore_into_a_new_container() {
     wait_beyond(new_pid, progress(new_pid).unwrap().iter);
 
     remove(&ctd, copy, new_pid);
+    assert_eq!(ctd.stop(), Leftovers::default());
+}
+
+/// A checkpoint stasis refuses (a listening socket: not saved yet) fails
+/// through ctr with stasis' message, as the shim reports it from the
+/// runtime's `--log` (and `dump.log`, copied to `<bundle>/criu-dump.log`),
+/// and the task runs on untouched, not paused.
+#[test]
+fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
+    let ctd = containerd();
+    let id = "socket";
+    let pid = run_counter_with(
+        &ctd,
+        id,
+        &["sh", "-c", "nc -l -p 5000 </dev/null >/dev/null & exec /bin/counter"],
+    );
+    // Wait for the listener (pid 2 in the container) to hold its socket.
+    let start = Instant::now();
+    while !ctd
+        .ctr(&["tasks", "ps", id])
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse::<i32>().ok())
+        .filter(|&p| p != pid)
+        .any(|p| {
+            fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
+            })
+        })
+    {
+        assert!(start.elapsed() < WAIT, "no listening nc in the container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = ctd.ctr(&["tasks", "checkpoint", id]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot be checkpointed") && out.stderr.contains("socket"),
+        "{out:?}"
+    );
+    let bundle = ctd.dir().join("state/io.containerd.runtime.v2.task").join(ctd.namespace()).join(id);
+    let dump_log = fs::read_to_string(bundle.join("criu-dump.log")).expect("criu-dump.log");
+    assert!(dump_log.contains("cannot be checkpointed"), "{dump_log}");
+    // No checkpoint image was made, and the counter goes on, unpaused.
+    let images = ctd.ctr(&["images", "ls", "-q"]).ok();
+    assert_eq!(images.stdout.trim(), IMAGE, "{images:?}");
+    assert_eq!(ctd.task(id), Some((pid, "RUNNING".to_string())));
+    let at = progress(pid).unwrap();
+    let later = wait_beyond(pid, at.iter + 3);
+    assert_eq!((later.pid, later.errors), (1, 0), "{later:?}");
+
+    remove(&ctd, id, pid);
     assert_eq!(ctd.stop(), Leftovers::default());
 }
