@@ -246,8 +246,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Shims carry the daemon's address on their command line.
+        // Shims carry the daemon's address on their command line. A shim
+        // exits on its own shortly after its last task is deleted (the
+        // daemon does not wait for it): give it that time.
         let address = self.address().to_string_lossy().into_owned();
+        let start = Instant::now();
+        while !processes_mentioning(&address).is_empty() && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for (pid, cmdline) in processes_mentioning(&address) {
             left.processes.push(cmdline);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

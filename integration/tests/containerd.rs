@@ -190,20 +190,18 @@ fn assert_image_dir(image: &Path) {
 }
 
 /// Nothing of container `id` is left: not in ctr, not in the runtime root,
-/// no stasis directory, no process with the old pid.
+/// no stasis directory, no counter process left.
 #[track_caller]
 fn assert_gone(ctd: &Containerd, id: &str, pid: i32) {
     assert_eq!(ctd.task(id), None);
     let list = ctd.ctr(&["containers", "ls", "-q"]).ok();
     assert!(!list.stdout.lines().any(|l| l == id), "{list:?}");
+    // (By its state file: the pid itself may be reused by then.)
     let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < WAIT {
+    while progress(pid).is_some() && start.elapsed() < WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "pid {pid} still there"
-    );
+    assert_eq!(progress(pid), None, "the counter of pid {pid} still runs");
     let root = ctd.runc_root().join(ctd.namespace());
     let left: Vec<PathBuf> = fs::read_dir(&root)
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -273,10 +271,7 @@ fn task_checkpoint_leave_running_then_exit() {
     ])
     .ok();
     assert_eq!(ctd.wait_task(id, "STOPPED"), pid);
-    assert!(
-        !Path::new(&format!("/proc/{pid}/root")).exists(),
-        "the counter lives on"
-    );
+    assert_eq!(progress(pid), None, "the counter lives on");
     assert_image_dir(&image);
     let log = fs::read_to_string(work.join("dump.log")).expect("dump.log");
     assert!(
@@ -411,7 +406,11 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     let pid = run_counter_with(
         &ctd,
         id,
-        &["sh", "-c", "nc -l -p 5000 </dev/null >/dev/null & exec /bin/counter"],
+        &[
+            "sh",
+            "-c",
+            "nc -l -p 5000 </dev/null >/dev/null & exec /bin/counter",
+        ],
     );
     // Wait for the listener (pid 2 in the container) to hold its socket.
     let start = Instant::now();
@@ -424,8 +423,10 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
         .filter(|&p| p != pid)
         .any(|p| {
             fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|d| {
-                d.flatten()
-                    .any(|e| fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
+                d.flatten().any(|e| {
+                    fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+                })
             })
         })
     {
@@ -439,7 +440,11 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
         out.stderr.contains("cannot be checkpointed") && out.stderr.contains("socket"),
         "{out:?}"
     );
-    let bundle = ctd.dir().join("state/io.containerd.runtime.v2.task").join(ctd.namespace()).join(id);
+    let bundle = ctd
+        .dir()
+        .join("state/io.containerd.runtime.v2.task")
+        .join(ctd.namespace())
+        .join(id);
     let dump_log = fs::read_to_string(bundle.join("criu-dump.log")).expect("criu-dump.log");
     assert!(dump_log.contains("cannot be checkpointed"), "{dump_log}");
     // No checkpoint image was made, and the counter goes on, unpaused.
