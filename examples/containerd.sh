@@ -14,6 +14,8 @@ NS=stasis-example-$$                       # ctr namespace (and cgroup parent)
 IMAGE=docker.io/stasis/busybox:example
 CKPT=docker.io/stasis/checkpoint:example
 CTD_PID=
+[ -x "$STASIS" ] || { echo "no stasis at $STASIS: run make build, or set STASIS" >&2; exit 1; }
+command -v containerd >/dev/null || { echo "containerd is missing: make deps (apt-get install containerd)" >&2; exit 1; }
 
 ctr() {
   echo "+ ctr $*" >&2
@@ -83,10 +85,10 @@ ctr run -d --runc-binary "$STASIS" --runc-root "$WORK/runc" --log-uri "file://$W
   "$IMAGE" demo sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done'
 sleep 2
 count() { q tasks exec --exec-id "peek$RANDOM" "$1" cat /tmp/count; }
-echo "demo counts: $(count demo)"
 
 # 4. Checkpoint the container (task, rw layer and image reference); the
 #    task keeps running. Then remove the original.
+echo "demo counts: $(count demo)"
 ctr containers checkpoint --task --rw --image demo "$CKPT"
 echo "checkpointed; demo still counts: $(count demo)"
 ctr tasks kill --signal SIGKILL demo

@@ -55,15 +55,7 @@ impl Containerd {
                 .is_ok_and(|s| s.success()),
             "`containerd --version` failed: install containerd (make deps)"
         );
-        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and
-        // changes only this process' attribute.
-        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        assert_eq!(
-            rc,
-            0,
-            "PR_SET_CHILD_SUBREAPER: {}",
-            std::io::Error::last_os_error()
-        );
+        adopt_orphans();
         let dir = TempDir::new("stasis-ctd");
         let d = dir.path();
         for sub in ["root", "state", "tmp", "runc", "fifo", "opt"] {
@@ -272,6 +264,21 @@ impl Drop for Containerd {
     }
 }
 
+/// Makes this process a child subreaper: daemonizing descendants (the
+/// shims) are reparented to it, to be reaped by [`reap_children`], rather
+/// than to pid 1.
+pub fn adopt_orphans() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and
+    // changes only this process' attribute.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "PR_SET_CHILD_SUBREAPER: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// `(pid, cmdline)` of every process whose command line contains `needle`.
 fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
     let mut out = Vec::new();
@@ -296,7 +303,7 @@ fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
 
 /// Reaps exited children (the shims reparented to us), waiting a little
 /// for ones just killed.
-fn reap_children() {
+pub fn reap_children() {
     let start = Instant::now();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {

@@ -458,3 +458,34 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     remove(&ctd, id, pid);
     assert_eq!(ctd.stop(), Leftovers::default());
 }
+
+/// `examples/containerd.sh` works: its restored shell counter goes on from
+/// where it was checkpointed.
+#[test]
+fn the_example_script_works() {
+    stasis_integration::containerd::adopt_orphans();
+    let out = Command::new("bash")
+        .arg(workspace_root().join("examples/containerd.sh"))
+        .env("STASIS", stasis_bin())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run examples/containerd.sh");
+    stasis_integration::containerd::reap_children();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let number_after = |prefix: &str| -> Vec<u64> {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {stdout}"));
+        line.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    let before = number_after("demo counts: ")[0];
+    let restored = number_after("restored demo2 counts on from the checkpoint: ");
+    assert!(
+        restored.len() == 2 && restored[0] >= before && restored[1] > restored[0],
+        "checkpointed at {before}, restored {restored:?}: {stdout}"
+    );
+}
