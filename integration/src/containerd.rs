@@ -12,6 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -23,6 +24,8 @@ use crate::{unique_id, Outcome, TempDir};
 
 /// How long the daemon may take to open its socket, or to exit.
 const DAEMON_WAIT: Duration = Duration::from_secs(30);
+/// How long one ctr command may take.
+pub const CTR_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running private containerd.
 #[derive(Debug)]
@@ -151,10 +154,53 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         cmd
     }
 
-    /// Runs ctr to completion.
+    /// Runs ctr to completion, or kills it after [`CTR_TIMEOUT`] (code -1):
+    /// some ctr commands wait forever on a task that never ran.
     pub fn ctr<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Outcome {
-        let out = self.ctr_command(args).output().expect("run ctr");
-        Outcome::from_output(out)
+        self.ctr_timeout(args, CTR_TIMEOUT)
+    }
+
+    pub fn ctr_timeout<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], timeout: Duration) -> Outcome {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let (out, err) = (
+            self.dir().join(format!("ctr-{n}.out")),
+            self.dir().join(format!("ctr-{n}.err")),
+        );
+        let mut child = self
+            .ctr_command(args)
+            .stdout(fs::File::create(&out).expect("ctr stdout file"))
+            .stderr(fs::File::create(&err).expect("ctr stderr file"))
+            .spawn()
+            .expect("run ctr");
+        let start = Instant::now();
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait for ctr") {
+                break status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let read = |p: &Path| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            let _ = fs::remove_file(p);
+            text
+        };
+        let mut outcome = Outcome {
+            code,
+            stdout: read(&out),
+            stderr: read(&err),
+        };
+        if code == -1 && start.elapsed() > timeout {
+            outcome
+                .stderr
+                .push_str(&format!("(ctr killed after {timeout:?})"));
+        }
+        outcome
     }
 
     /// Writes `image` as an OCI archive and `ctr images import`s it.
@@ -173,12 +219,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 
     /// `(pid, status)` of task `id` from `ctr tasks ls`, if it exists.
+    #[track_caller]
     pub fn task(&self, id: &str) -> Option<(i32, String)> {
         let out = self.ctr(&["tasks", "ls"]).ok();
-        out.stdout.lines().skip(1).find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (f.len() == 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(-1), f[2].to_string()))
-        })
+        parse_task(&out.stdout, id)
     }
 
     /// Polls task `id` until its status is `want`; returns its pid.
@@ -215,11 +259,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             let out = self.ctr(&[what, "ls", "-q"]);
             out.stdout.lines().map(str::to_string).collect()
         };
-        for line in self.ctr(&["tasks", "ls"]).stdout.lines().skip(1) {
-            if let Some(id) = line.split_whitespace().next() {
-                let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
-                let _ = self.ctr(&["tasks", "delete", "--force", id]);
+        // Not `tasks delete --force`: on a task that never ran (a failed
+        // restore) it waits forever for an exit.
+        let short = Duration::from_secs(10);
+        for id in ids("tasks") {
+            let _ = self.ctr_timeout(&["tasks", "kill", "--signal", "SIGKILL", &id], short);
+            let start = Instant::now();
+            let busy = || {
+                parse_task(&self.ctr_timeout(&["tasks", "ls"], short).stdout, &id)
+                    .is_some_and(|(_, s)| s == "RUNNING" || s == "PAUSED")
+            };
+            while busy() && start.elapsed() < short {
+                std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = self.ctr_timeout(&["tasks", "delete", &id], short);
         }
         for id in ids("containers") {
             let _ = self.ctr(&["containers", "delete", &id]);
@@ -277,6 +330,14 @@ pub fn adopt_orphans() {
         "PR_SET_CHILD_SUBREAPER: {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// The `(pid, status)` of task `id` in `ctr tasks ls` output.
+fn parse_task(list: &str, id: &str) -> Option<(i32, String)> {
+    list.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() == 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(-1), f[2].to_string()))
+    })
 }
 
 /// `(pid, cmdline)` of every process whose command line contains `needle`.

@@ -63,19 +63,20 @@ fn containerd() -> Containerd {
 /// `<dir>/<id>.log`; returns the task's host pid once the counter counts.
 #[track_caller]
 fn run_counter(ctd: &Containerd, id: &str) -> i32 {
-    run_counter_with(ctd, id, &[])
+    run_counter_with(ctd, id, &stasis_bin(), &[])
 }
 
-/// `run_counter` with a command instead of the image's (`/bin/counter`).
+/// `run_counter` with another runtime binary, and a command instead of the
+/// image's (`/bin/counter`) unless `cmd` is empty.
 #[track_caller]
-fn run_counter_with(ctd: &Containerd, id: &str, cmd: &[&str]) -> i32 {
+fn run_counter_with(ctd: &Containerd, id: &str, runtime: &Path, cmd: &[&str]) -> i32 {
     let log = format!("file://{}/{id}.log", ctd.dir().display());
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     for a in [
         "run".as_ref(),
         "-d".as_ref(),
         "--runc-binary".as_ref(),
-        stasis_bin().as_os_str(),
+        runtime.as_os_str(),
         "--runc-root".as_ref(),
         ctd.runc_root().as_os_str(),
         "--fifo-dir".as_ref(),
@@ -321,18 +322,8 @@ fn container_checkpoint_and_restore_into_a_new_container() {
 
     // Restore into a new container: runtime and BinaryName come from the
     // checkpoint; the shim runs `stasis restore --detach` at task start.
-    let stdout = ctd.dir().join("restore.out");
-    let st = ctd
-        .ctr_command(&["containers", "restore", "--live", "--rw", copy, reference])
-        .stdout(fs::File::create(&stdout).unwrap())
-        .stderr(fs::File::create(ctd.dir().join("restore.err")).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "ctr containers restore: {}",
-        fs::read_to_string(ctd.dir().join("restore.err")).unwrap_or_default()
-    );
+    ctd.ctr(&["containers", "restore", "--live", "--rw", copy, reference])
+        .ok();
     let new_pid = ctd.wait_task(copy, "RUNNING");
     assert_ne!(new_pid, pid);
     assert_eq!(
@@ -406,6 +397,7 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     let pid = run_counter_with(
         &ctd,
         id,
+        &stasis_bin(),
         &[
             "sh",
             "-c",
@@ -488,4 +480,73 @@ fn the_example_script_works() {
         restored.len() == 2 && restored[0] >= before && restored[1] > restored[0],
         "checkpointed at {before}, restored {restored:?}: {stdout}"
     );
+}
+
+/// A restore that fails (a fault injected into stasis just before the
+/// restored tree would be released) fails `ctr container restore` with
+/// stasis' message; deleting the half-made task and container leaves
+/// nothing behind, and a retry from the same checkpoint works.
+#[test]
+fn a_failed_restore_reports_why_leaves_nothing_and_can_be_retried() {
+    let ctd = containerd();
+    // The runtime binary: stasis, with STASIS_FAULT set from a file while
+    // that file exists.
+    let fault = ctd.dir().join("fault");
+    let wrapper = ctd.dir().join("stasis-with-fault");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -f {f} ] && export STASIS_FAULT=\"$(cat {f})\"\nexec {bin} \"$@\"\n",
+            f = fault.display(),
+            bin = stasis_bin().display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    let (id, copy) = ("original", "restored");
+    let reference = "docker.io/stasis/checkpoint:faulty";
+    let pid = run_counter_with(&ctd, id, &wrapper, &[]);
+    let before = progress(pid).unwrap();
+    ctd.ctr(&[
+        "containers",
+        "checkpoint",
+        "--task",
+        "--rw",
+        "--image",
+        id,
+        reference,
+    ])
+    .ok();
+    remove(&ctd, id, pid);
+
+    fs::write(&fault, "before-resume").unwrap();
+    let out = ctd.ctr(&["containers", "restore", "--live", "--rw", copy, reference]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("injected fault at before-resume"),
+        "{out:?}"
+    );
+    // containerd keeps the task it could not start (CREATED, pid 0); its
+    // deletion, and the container's, leave nothing. (Not `--force`: ctr
+    // 1.6 would wait forever for that task to exit, with runc too.)
+    assert_eq!(ctd.task(copy), Some((0, "CREATED".to_string())));
+    ctd.ctr(&["tasks", "delete", copy]).ok();
+    ctd.ctr(&["containers", "delete", copy]).ok();
+    assert_gone(&ctd, copy, pid);
+
+    // The checkpoint is intact: a retry restores it.
+    fs::remove_file(&fault).unwrap();
+    ctd.ctr(&["containers", "restore", "--live", "--rw", copy, reference])
+        .ok();
+    let new_pid = ctd.wait_task(copy, "RUNNING");
+    let first = progress(new_pid).expect("restored counter state");
+    assert!(first.iter >= before.iter, "{first:?} after {before:?}");
+    let later = wait_beyond(new_pid, first.iter + 3);
+    assert_eq!((later.pid, later.errors), (1, 0), "{later:?}");
+    remove(&ctd, copy, new_pid);
+    assert_eq!(ctd.stop(), Leftovers::default());
 }
