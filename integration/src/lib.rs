@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod containerd;
+pub mod oci_image;
 pub mod podman;
 pub mod zdtm;
 
