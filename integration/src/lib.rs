@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod oci_layout;
+pub mod private_containerd;
 pub mod zdtm;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};

@@ -10,6 +10,7 @@
 mod checkpoint;
 mod error;
 mod events;
+mod mount;
 mod reaper;
 mod runtime;
 mod service;
@@ -69,7 +70,7 @@ impl containerd_shim::Shim for Shim {
         if let Err(e) = rt.run(&bundle, &["delete", "--force", &self.id], io) {
             log::warn!("cleanup of {}: {e}", self.id);
         }
-        service::unmount(&bundle.join("rootfs"));
+        mount::unmount(&bundle.join("rootfs"));
         Ok(DeleteResponse {
             exit_status: service::KILLED,
             exited_at: Some(events::timestamp(std::time::SystemTime::now())).into(),

@@ -13,6 +13,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Context, ExitSignal};
 
 use crate::error::{io_err, Result, ShimError};
+use crate::mount;
 use crate::reaper::{Exit, Reaper};
 use crate::runtime::{is_gone, CmdIo, Runtime};
 use crate::stdio::{self, ProcessIo, StdioPaths};
@@ -207,7 +208,7 @@ impl Service {
                 return Err(ShimError::InvalidArgument(format!("checkpoint {} is not a directory", ck.display())));
             }
         }
-        let mounted_rootfs = mount_rootfs(bundle, rootfs)?;
+        let mounted_rootfs = mount::mount_rootfs(bundle, rootfs)?;
         let mut init = Process::new("", stdio);
         let result = (|| -> Result<()> {
             if checkpoint.is_some() {
@@ -224,7 +225,7 @@ impl Service {
         })();
         if let Err(e) = result {
             if let Some(r) = &mounted_rootfs {
-                unmount(r);
+                mount::unmount(r);
             }
             return Err(e);
         }
@@ -402,7 +403,7 @@ impl Service {
         self.exited.notify_all();
         drop(map);
         if let Some(r) = &c.mounted_rootfs {
-            unmount(r);
+            mount::unmount(r);
         }
         let _ = std::fs::remove_dir_all(bundle.join("work"));
         Ok((pid, c.init.exit.unwrap_or_else(|| killed(pid))))
@@ -516,25 +517,4 @@ impl Service {
 
 fn killed(pid: i32) -> Exit {
     Exit { pid, status: KILLED, at: std::time::SystemTime::now() }
-}
-
-/// Mounts containerd's rootfs mounts (a snapshot) on `<bundle>/rootfs`.
-fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>> {
-    if mounts.is_empty() {
-        return Ok(None);
-    }
-    let target = bundle.join("rootfs");
-    std::fs::create_dir_all(&target).map_err(io_err(format!("create {}", target.display())))?;
-    for m in mounts {
-        if let Err(e) = containerd_shim::mount::mount_rootfs(Some(&m.type_), Some(&m.source), &m.options, &target) {
-            unmount(&target);
-            return Err(ShimError::Runtime(format!("mount rootfs {} on {}: {e}", m.type_, target.display())));
-        }
-    }
-    Ok(Some(target))
-}
-
-/// Unmounts everything stacked on `target`.
-pub fn unmount(target: &Path) {
-    while nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
 }
