@@ -81,8 +81,16 @@ fn wait_status(ctrd: &Containerd, id: &str, want: &str) -> i32 {
     wait_for(&format!("{id} {want}"), || task(ctrd, id).filter(|(s, _)| s == want).map(|(_, p)| p))
 }
 
-#[test]
-fn run_checkpoint_restore_exec_and_delete_through_containerd() {
+/// A private containerd with the shim on its PATH and the counter image
+/// imported; the scratch dir holds the shim's state root.
+struct Setup {
+    ctrd: Containerd,
+    image: OciImage,
+    shim_root: PathBuf,
+    scratch: TempDir,
+}
+
+fn setup() -> Setup {
     let scratch = TempDir::new("stasis-shim");
     let counter = build_counter(scratch.path());
     let image = OciImage::busybox(
@@ -104,6 +112,31 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     );
     let tarball = image.tarball.display().to_string();
     ctrd.ctr(&["images", "import", &tarball]).ok();
+    Setup { ctrd, image, shim_root, scratch }
+}
+
+/// Nothing of the shim's tasks is left: no shim process, task, container,
+/// mount, runtime state, stasis directory or bundle.
+#[track_caller]
+fn assert_all_gone(s: &Setup, ids: &[&str]) {
+    let ctrd = &s.ctrd;
+    wait_for("the shims to exit", || ctrd.shim_pids().is_empty().then_some(()));
+    assert_eq!(ctrd.list("tasks"), Vec::<String>::new());
+    assert_eq!(ctrd.list("containers"), Vec::<String>::new());
+    assert_eq!(ctrd.mounts(), Vec::<String>::new(), "mounts left");
+    let entries = |d: &Path| fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let root = s.shim_root.join(&ctrd.namespace);
+    assert_eq!(entries(&root), 0, "runtime state left in {}", root.display());
+    for id in ids {
+        assert!(private_dirs(id).is_empty(), "stasis dirs of {id} left");
+        assert!(!ctrd.bundle(id).exists(), "bundle of {id} left");
+    }
+}
+
+#[test]
+fn run_checkpoint_restore_exec_and_delete_through_containerd() {
+    let s = setup();
+    let (ctrd, image, scratch) = (&s.ctrd, &s.image, &s.scratch);
 
     // Run: stdout goes to a log file through the shim.
     let (c1, c2) = (unique_id("shim-a"), unique_id("shim-b"));
@@ -111,7 +144,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     let log_uri = format!("file://{}", log.display());
     let run = ctrd.ctr(&["run", "-d", "--runtime", RUNTIME, "--log-uri", &log_uri, &image.name, &c1, "/bin/counter", "/tmp/state"]);
     assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
-    let c1_pid = wait_status(&ctrd, &c1, "RUNNING");
+    let c1_pid = wait_status(ctrd, &c1, "RUNNING");
     let state1 = ctrd.bundle(&c1).join("rootfs/tmp/state");
     let p = wait_for("the counter", || progress_at(&state1).filter(|p| p.iter >= 5));
     assert_eq!((p.pid, p.errors), (1, 0), "{p:?}");
@@ -131,7 +164,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     wait_for("the counter after the task checkpoint", || {
         progress_at(&state1).filter(|p| p.iter > after_task_ck.iter + 3)
     });
-    assert_eq!(task(&ctrd, &c1).unwrap().0, "RUNNING");
+    assert_eq!(task(ctrd, &c1).unwrap().0, "RUNNING");
     // containerd 1.6 refuses to store a second checkpoint whose spec blob
     // is already in its content store (the daemon's commit fails with
     // "already exists", and the client then writes an empty checkpoint
@@ -145,13 +178,13 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     let reference = format!("stasis.test/checkpoint/{c1}:1");
     let cck = ctrd.ctr(&["containers", "checkpoint", "--task", &c1, &reference]);
     assert_eq!(cck.code, 0, "ctr container checkpoint: {cck:?}\n{}", ctrd.log());
-    assert_eq!(task(&ctrd, &c1).unwrap().0, "RUNNING", "resumed after the checkpoint");
+    assert_eq!(task(ctrd, &c1).unwrap().0, "RUNNING", "resumed after the checkpoint");
     let after = progress_at(&state1).unwrap();
     assert!(after.iter >= before.iter);
 
     // The original goes away completely before the restore.
     ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &c1]).ok();
-    wait_status(&ctrd, &c1, "STOPPED");
+    wait_status(ctrd, &c1, "STOPPED");
     ctrd.ctr(&["tasks", "delete", &c1]).ok();
     ctrd.ctr(&["containers", "delete", &c1]).ok();
     assert!(!Path::new(&format!("/proc/{c1_pid}")).exists(), "c1's init {c1_pid} still exists");
@@ -168,7 +201,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         first.iter > before.iter && first.errors == 0 && first.pid == 1,
         "restored {first:?}, checkpointed between {before:?} and {after:?}"
     );
-    let c2_pid = wait_status(&ctrd, &c2, "RUNNING");
+    let c2_pid = wait_status(ctrd, &c2, "RUNNING");
     let later = wait_for("the restored counter to go on", || {
         progress_at(&state2).filter(|p| p.iter > first.iter + 5)
     });
@@ -183,29 +216,113 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     let ps = ctrd.ctr(&["tasks", "ps", &c2]).ok();
     assert!(ps.stdout.lines().any(|l| l.split_whitespace().next() == Some(&c2_pid.to_string())), "{ps:?}");
 
+    // Stats: runc's `events --stats`, as cgroup v1 Metrics.
+    let metrics = ctrd.ctr(&["tasks", "metrics", &c2]).ok().stdout;
+    let metric = |name: &str| -> Option<u64> {
+        metrics.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next()?.parse().ok()).flatten()
+        })
+    };
+    assert!(metric("pids.current").is_some_and(|n| n >= 1), "{metrics}");
+    assert!(metric("memory.usage_in_bytes").is_some_and(|n| n >= 4 << 20), "the counter's 4 MiB heap: {metrics}");
+
     // Pause and resume.
     ctrd.ctr(&["tasks", "pause", &c2]).ok();
-    assert_eq!(task(&ctrd, &c2).unwrap().0, "PAUSED");
+    assert_eq!(task(ctrd, &c2).unwrap().0, "PAUSED");
     let frozen = progress_at(&state2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(progress_at(&state2), frozen, "the counter moved while paused");
     ctrd.ctr(&["tasks", "resume", &c2]).ok();
-    assert_eq!(task(&ctrd, &c2).unwrap().0, "RUNNING");
+    assert_eq!(task(ctrd, &c2).unwrap().0, "RUNNING");
 
     // Kill and delete: nothing is left behind.
     ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &c2]).ok();
-    wait_status(&ctrd, &c2, "STOPPED");
+    wait_status(ctrd, &c2, "STOPPED");
     ctrd.ctr(&["tasks", "delete", &c2]).ok();
     ctrd.ctr(&["containers", "delete", &c2]).ok();
     assert!(!Path::new(&format!("/proc/{c2_pid}")).exists(), "c2's init {c2_pid} still exists");
-    wait_for("the shims to exit", || ctrd.shim_pids().is_empty().then_some(()));
-    assert_eq!(ctrd.list("tasks"), Vec::<String>::new());
-    assert_eq!(ctrd.list("containers"), Vec::<String>::new());
-    assert_eq!(ctrd.mounts(), Vec::<String>::new(), "mounts left");
-    let entries = |d: &Path| fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
-    assert_eq!(entries(&shim_root.join(&ctrd.namespace)), 0, "runtime state left in {}", shim_root.display());
-    assert!(private_dirs(&c1).is_empty() && private_dirs(&c2).is_empty(), "stasis dirs left");
-    for id in [&c1, &c2] {
-        assert!(!ctrd.bundle(id).exists(), "bundle of {id} left");
-    }
+    assert_all_gone(&s, &[&c1, &c2]);
+}
+
+/// The Task API's checkpoint options and update, sent to the shim directly:
+/// ctr 1.6 sends `--exit`, `--image-path` and `--work-path` only to runtime
+/// types named `io.containerd.runc.*`, and has no `task update`. The shim
+/// is reached the way containerd reaches it: the ttrpc address in the
+/// task's bundle.
+#[test]
+fn checkpoint_options_exit_and_paths_and_update_via_the_task_api() {
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::shim::oci::CheckpointOptions;
+    use containerd_shim_protos::shim::shim::{CheckpointTaskRequest, UpdateTaskRequest};
+    use containerd_shim_protos::ttrpc::context::with_timeout;
+    use containerd_shim_protos::TaskClient;
+
+    let s = setup();
+    let (ctrd, image) = (&s.ctrd, &s.image);
+    let id = unique_id("shim-c");
+    let run = ctrd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, &image.name, &id, "/bin/counter", "/tmp/state"]);
+    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
+    let pid = wait_status(ctrd, &id, "RUNNING");
+    let state = ctrd.bundle(&id).join("rootfs/tmp/state");
+    wait_for("the counter", || progress_at(&state).filter(|p| p.iter >= 3));
+
+    let address = fs::read_to_string(ctrd.bundle(&id).join("address")).expect("the shim's address file");
+    let client = containerd_shim_protos::ttrpc::Client::connect(address.trim()).expect("connect to the shim");
+    let task = TaskClient::new(client);
+    let ctx = || with_timeout(60_000_000_000);
+
+    // Update: the memory limit reaches the container's cgroup.
+    let limit: u64 = 200 << 20;
+    let resources = serde_json::json!({"memory": {"limit": limit}});
+    let req = UpdateTaskRequest {
+        id: id.clone(),
+        resources: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: serde_json::to_vec(&resources).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    task.update(ctx(), &req).expect("update");
+    let metrics = ctrd.ctr(&["tasks", "metrics", &id]).ok().stdout;
+    assert!(
+        metrics.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["memory.limit_in_bytes", &limit.to_string()]),
+        "{metrics}"
+    );
+
+    // Checkpoint with exit and explicit image and work paths.
+    let (img, work) = (s.scratch.path().join("image"), s.scratch.path().join("work"));
+    let opts = CheckpointOptions {
+        exit: true,
+        image_path: img.display().to_string(),
+        work_path: work.display().to_string(),
+        ..Default::default()
+    };
+    let req = CheckpointTaskRequest {
+        id: id.clone(),
+        path: s.scratch.path().join("unused").display().to_string(),
+        options: Some(Any {
+            type_url: "containerd.runc.v1.CheckpointOptions".into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    task.checkpoint(ctx(), &req).expect("checkpoint");
+    assert!(img.join("inventory.img").is_file(), "no complete image in {}", img.display());
+    let dump_log = fs::read_to_string(work.join("dump.log")).expect("dump.log in the work path");
+    assert!(dump_log.contains("dumped"), "{dump_log}");
+    assert!(!s.scratch.path().join("unused").exists(), "the options' image path wins");
+    // Exit: the task stops (the shim reaped its init and told containerd)
+    // and deletes cleanly although stasis already removed the container.
+    wait_status(ctrd, &id, "STOPPED");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "init {pid} survived the checkpoint");
+    drop(task);
+    ctrd.ctr(&["tasks", "delete", &id]).ok();
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+    assert_all_gone(&s, &[&id]);
 }
