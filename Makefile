@@ -7,8 +7,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 # runc: the runtime delegated verbs go to (and the tests' reference);
 # busybox-static: the tests' and the demo's rootfs; gcc/libc6-dev: C test
-# workloads; jq: the demo.
-APT_PACKAGES := runc busybox-static gcc libc6-dev jq
+# workloads; jq: the demo; containerd (and ctr): the shim's tests.
+APT_PACKAGES := runc busybox-static gcc libc6-dev jq containerd
 # make test starts with a bounded run of the image decoder's fuzz target.
 CI_FUZZ_SECONDS ?= 30
 

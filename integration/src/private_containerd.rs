@@ -153,8 +153,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         Outcome { code, stdout: out.join().unwrap_or_default(), stderr }
     }
 
-    /// Pids of live processes whose command line mentions this daemon's
-    /// address: the shims it started.
+    /// Pids of live `containerd-shim-*` processes whose command line
+    /// mentions this daemon's address: the shims it started.
     pub fn shim_pids(&self) -> Vec<i32> {
         let needle = self.address.display().to_string();
         let mut out = Vec::new();
@@ -165,8 +165,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
             let args: Vec<String> =
                 cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            let is_daemon = self.child.as_ref().is_some_and(|c| c.id() as i32 == pid);
-            if !is_daemon && args.iter().any(|a| a == &needle) {
+            let is_shim = args[0].rsplit('/').next().is_some_and(|n| n.starts_with("containerd-shim"));
+            if is_shim && args.iter().any(|a| a == &needle) {
                 out.push(pid);
             }
         }

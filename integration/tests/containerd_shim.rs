@@ -137,6 +137,19 @@ fn assert_all_gone(s: &Setup, ids: &[&str]) {
 fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     let s = setup();
     let (ctrd, image, scratch) = (&s.ctrd, &s.image, &s.scratch);
+    // The event stream, read until the end of the test.
+    let mut events = ctrd
+        .ctr_command(&["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr events");
+    let events_out = events.stdout.take().unwrap();
+    let events_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut { events_out }, &mut text);
+        text
+    });
 
     // Run: stdout goes to a log file through the shim.
     let (c1, c2) = (unique_id("shim-a"), unique_id("shim-b"));
@@ -243,6 +256,30 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     ctrd.ctr(&["containers", "delete", &c2]).ok();
     assert!(!Path::new(&format!("/proc/{c2_pid}")).exists(), "c2's init {c2_pid} still exists");
     assert_all_gone(&s, &[&c1, &c2]);
+
+    // The shim published what containerd expects, for both containers.
+    let _ = events.kill();
+    let _ = events.wait();
+    let log = events_reader.join().unwrap();
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/checkpointed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        for id in [&c1, &c2] {
+            let seen = log.lines().any(|l| l.contains(topic) && l.contains(id.as_str()));
+            let expected = !(topic.starts_with("/tasks/exec") || topic.ends_with("paused") || topic.ends_with("resumed"))
+                || id == &c2;
+            let expected = expected && !(topic == "/tasks/checkpointed" && id == &c2);
+            assert!(!expected || seen, "no {topic} event for {id}:\n{log}");
+        }
+    }
 }
 
 /// The Task API's checkpoint options and update, sent to the shim directly:

@@ -152,10 +152,10 @@ fn last_logged_error(log: &Path, from: u64) -> Option<String> {
     let mut text = String::new();
     f.read_to_string(&mut text).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_string))
-        .last()
+        .find_map(|v| v["msg"].as_str().map(str::to_string))
 }
 
 /// Errors that mean the process or container is already gone (runc's

@@ -186,7 +186,6 @@ impl Service {
     /// Create: mount the rootfs, open stdio and run `stasis create`; with a
     /// checkpoint, only remember it: the restore runs at start, as with
     /// containerd's runc shim (ctr and the CRI start the task next).
-    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
         id: &str,
