@@ -363,3 +363,26 @@ fn checkpoint_options_exit_and_paths_and_update_via_the_task_api() {
     ctrd.ctr(&["containers", "delete", &id]).ok();
     assert_all_gone(&s, &[&id]);
 }
+
+/// A shim killed with SIGKILL: containerd runs `containerd-shim-stasis-v2
+/// delete` in the bundle, which deletes the container from stasis (killing
+/// its processes) and unmounts the rootfs; nothing is left.
+#[test]
+fn a_dead_shim_is_cleaned_up_by_its_delete_action() {
+    let s = setup();
+    let (ctrd, image) = (&s.ctrd, &s.image);
+    let id = unique_id("shim-d");
+    let run = ctrd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, &image.name, &id, "/bin/counter", "/tmp/state"]);
+    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
+    let pid = wait_status(ctrd, &id, "RUNNING");
+    let state = ctrd.bundle(&id).join("rootfs/tmp/state");
+    wait_for("the counter", || progress_at(&state).filter(|p| p.iter >= 3));
+    let shims = ctrd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    // SAFETY: kill(2) on the shim this test's containerd started.
+    assert_eq!(unsafe { libc::kill(shims[0], libc::SIGKILL) }, 0);
+    wait_for("the container's init to die", || (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
+    wait_for("containerd to drop the task", || task(ctrd, &id).is_none().then_some(()));
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+    assert_all_gone(&s, &[&id]);
+}
