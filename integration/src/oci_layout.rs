@@ -31,15 +31,26 @@ pub struct OciImage {
 
 #[track_caller]
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Moves `file` into the layout's blob store; returns (digest, size).
 fn add_blob(layout: &Path, file: &Path) -> (String, u64) {
     let sum = run(Command::new("sha256sum").arg(file));
-    let hex = sum.split_whitespace().next().expect("sha256sum output").to_string();
+    let hex = sum
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string();
     let size = fs::metadata(file).expect("stat blob").len();
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).expect("create blobs dir");
@@ -62,7 +73,8 @@ impl OciImage {
         for d in ["bin", "dev", "etc", "proc", "root", "sys", "tmp", "run"] {
             fs::create_dir_all(rootfs.join(d)).expect("create rootfs dirs");
         }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy /bin/busybox (busybox-static)");
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("copy /bin/busybox (busybox-static)");
         for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
             if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
                 let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
@@ -85,7 +97,13 @@ impl OciImage {
         fs::create_dir_all(&layout).expect("create layout dir");
         let layer = dir.path().join("layer.tar");
         run(Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "--sort=name", "-C"])
+            .args([
+                "--numeric-owner",
+                "--owner=0",
+                "--group=0",
+                "--sort=name",
+                "-C",
+            ])
             .arg(rootfs)
             .arg("-cf")
             .arg(&layer)
@@ -112,7 +130,11 @@ impl OciImage {
             "layers": [{"mediaType": LAYER, "digest": layer_digest, "size": layer_size}]
         });
         let (manifest_digest, manifest_size) = add_json_blob(&layout, &scratch, &manifest);
-        let tag = name.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/')).unwrap_or("latest");
+        let tag = name
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .filter(|t| !t.contains('/'))
+            .unwrap_or("latest");
         let index = json!({
             "schemaVersion": 2,
             "manifests": [{
@@ -126,8 +148,16 @@ impl OciImage {
                 }
             }]
         });
-        fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).expect("index.json");
-        fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+        fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .expect("index.json");
+        fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .expect("oci-layout");
         let tarball = dir.path().join("image.tar");
         run(Command::new("tar")
             .arg("-C")
@@ -135,6 +165,10 @@ impl OciImage {
             .arg("-cf")
             .arg(&tarball)
             .args(["oci-layout", "index.json", "blobs"]));
-        Self { name: name.to_string(), tarball, _dir: dir }
+        Self {
+            name: name.to_string(),
+            tarball,
+            _dir: dir,
+        }
     }
 }

@@ -69,7 +69,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .expect("start containerd (apt-get install containerd)");
-        let mut ctrd = Self { dir, child: Some(child), address, namespace: namespace.to_string() };
+        let mut ctrd = Self {
+            dir,
+            child: Some(child),
+            address,
+            namespace: namespace.to_string(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if ctrd.ctr(&["version"]).code == 0 {
@@ -78,7 +83,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             if let Some(status) = ctrd.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("containerd exited ({status}): {}", ctrd.log());
             }
-            assert!(Instant::now() < deadline, "containerd did not come up: {}", ctrd.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up: {}",
+                ctrd.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         ctrd
@@ -132,8 +141,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 s
             })
         };
-        let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
         let deadline = Instant::now() + CTR_TIMEOUT;
         let code = loop {
             if let Some(status) = child.try_wait().expect("wait for ctr") {
@@ -150,7 +169,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         if code == -1 {
             stderr.push_str(&format!("\n(ctr killed after {CTR_TIMEOUT:?})"));
         }
-        Outcome { code, stdout: out.join().unwrap_or_default(), stderr }
+        Outcome {
+            code,
+            stdout: out.join().unwrap_or_default(),
+            stderr,
+        }
     }
 
     /// Pids of live `containerd-shim-*` processes whose command line
@@ -159,13 +182,24 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let needle = self.address.display().to_string();
         let mut out = Vec::new();
         for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
-            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
-            let args: Vec<String> =
-                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            let is_shim = args[0].rsplit('/').next().is_some_and(|n| n.starts_with("containerd-shim"));
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = args[0]
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("containerd-shim"));
             if is_shim && args.iter().any(|a| a == &needle) {
                 out.push(pid);
             }
@@ -186,7 +220,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// Lines of `ctr <what> ls -q`.
     pub fn list(&self, what: &str) -> Vec<String> {
-        self.ctr(&[what, "ls", "-q"]).stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        self.ctr(&[what, "ls", "-q"])
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
     }
 }
 

@@ -56,7 +56,9 @@ pub fn plan(id: &str, bundle: &Path, request_path: &str, opts: &CheckpointOption
     } else if !request_path.is_empty() {
         PathBuf::from(request_path)
     } else {
-        return Err(ShimError::InvalidArgument("checkpoint: no image path".into()));
+        return Err(ShimError::InvalidArgument(
+            "checkpoint: no image path".into(),
+        ));
     };
     let (work, own_work) = if opts.work_path.is_empty() {
         (bundle.join("work").join("checkpoint"), true)
@@ -92,12 +94,23 @@ pub fn plan(id: &str, bundle: &Path, request_path: &str, opts: &CheckpointOption
         args.push("--leave-running".into());
     }
     args.push(id.to_string());
-    Ok(Plan { image, work, own_work, args })
+    Ok(Plan {
+        image,
+        work,
+        own_work,
+        args,
+    })
 }
 
 /// `stasis restore` of `id` from `image` into `bundle`, detached, with the
 /// restored init's pid written to `pid_file`.
-pub fn restore_args(id: &str, bundle: &Path, image: &Path, work: &Path, pid_file: &Path) -> Vec<String> {
+pub fn restore_args(
+    id: &str,
+    bundle: &Path,
+    image: &Path,
+    work: &Path,
+    pid_file: &Path,
+) -> Vec<String> {
     let s = |p: &Path| p.display().to_string();
     vec![
         "restore".into(),
@@ -135,7 +148,15 @@ mod tests {
         assert!(p.own_work);
         assert_eq!(
             p.args,
-            ["checkpoint", "--image-path", "/tmp/ctd-checkpoint1", "--work-path", "/b/work/checkpoint", "--leave-running", "c1"]
+            [
+                "checkpoint",
+                "--image-path",
+                "/tmp/ctd-checkpoint1",
+                "--work-path",
+                "/b/work/checkpoint",
+                "--leave-running",
+                "c1"
+            ]
         );
     }
 
@@ -158,23 +179,56 @@ mod tests {
             assert!(!p.own_work);
             assert_eq!(
                 p.args,
-                ["checkpoint", "--image-path", "/ck/img", "--work-path", "/ck/work", "--file-locks", "c1"]
+                [
+                    "checkpoint",
+                    "--image-path",
+                    "/ck/img",
+                    "--work-path",
+                    "/ck/work",
+                    "--file-locks",
+                    "c1"
+                ]
             );
         }
     }
 
     #[test]
     fn foreign_options_are_refused() {
-        let a = Any { type_url: "example.Other".into(), value: vec![1], ..Default::default() };
-        assert!(matches!(decode_options(Some(&a)), Err(ShimError::InvalidArgument(_))));
+        let a = Any {
+            type_url: "example.Other".into(),
+            value: vec![1],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_options(Some(&a)),
+            Err(ShimError::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn restore_is_detached_with_a_pid_file() {
-        let a = restore_args("c2", Path::new("/b"), Path::new("/ck"), Path::new("/b/work/restore"), Path::new("/b/init.pid"));
+        let a = restore_args(
+            "c2",
+            Path::new("/b"),
+            Path::new("/ck"),
+            Path::new("/b/work/restore"),
+            Path::new("/b/init.pid"),
+        );
         assert_eq!(
             a,
-            ["restore", "--detach", "--bundle", "/b", "--image-path", "/ck", "--work-path", "/b/work/restore", "--pid-file", "/b/init.pid", "c2"]
+            [
+                "restore",
+                "--detach",
+                "--bundle",
+                "/b",
+                "--image-path",
+                "/ck",
+                "--work-path",
+                "/b/work/restore",
+                "--pid-file",
+                "/b/init.pid",
+                "c2"
+            ]
         );
     }
 }

@@ -1,7 +1,9 @@
 //! The task events containerd expects from a shim, built from the shim's
 //! records. Published with the topics in `containerd_shim::protos::topics`.
 
-use containerd_shim::protos::events::task::{TaskCheckpointed, TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart,
+};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::types::mount::Mount;
 
@@ -23,7 +25,14 @@ pub fn exit(container_id: &str, id: &str, exit: &Exit) -> TaskExit {
     }
 }
 
-pub fn create(id: &str, bundle: &str, rootfs: &[Mount], stdio: &StdioPaths, checkpoint: &str, pid: i32) -> TaskCreate {
+pub fn create(
+    id: &str,
+    bundle: &str,
+    rootfs: &[Mount],
+    stdio: &StdioPaths,
+    checkpoint: &str,
+    pid: i32,
+) -> TaskCreate {
     TaskCreate {
         container_id: id.to_string(),
         bundle: bundle.to_string(),
@@ -43,7 +52,11 @@ pub fn create(id: &str, bundle: &str, rootfs: &[Mount], stdio: &StdioPaths, chec
 }
 
 pub fn start(id: &str, pid: i32) -> TaskStart {
-    TaskStart { container_id: id.to_string(), pid: pid as u32, ..Default::default() }
+    TaskStart {
+        container_id: id.to_string(),
+        pid: pid as u32,
+        ..Default::default()
+    }
 }
 
 pub fn delete(id: &str, pid: i32, exit: &Exit) -> TaskDelete {
@@ -58,5 +71,9 @@ pub fn delete(id: &str, pid: i32, exit: &Exit) -> TaskDelete {
 }
 
 pub fn checkpointed(id: &str, image: &str) -> TaskCheckpointed {
-    TaskCheckpointed { container_id: id.to_string(), checkpoint: image.to_string(), ..Default::default() }
+    TaskCheckpointed {
+        container_id: id.to_string(),
+        checkpoint: image.to_string(),
+        ..Default::default()
+    }
 }

@@ -8,6 +8,7 @@
 //! and publishes events. This binary supplies the task service.
 
 mod checkpoint;
+mod console;
 mod error;
 mod events;
 mod mount;
@@ -60,12 +61,18 @@ impl containerd_shim::Shim for Shim {
     /// died. Deletes the container from stasis and unmounts its rootfs.
     fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
         let bundle = if self.bundle.is_empty() {
-            std::env::current_dir().map_err(|e| containerd_shim::Error::Other(format!("cwd: {e}")))?
+            std::env::current_dir()
+                .map_err(|e| containerd_shim::Error::Other(format!("cwd: {e}")))?
         } else {
             self.bundle.clone().into()
         };
-        let reaper = Reaper::start().map_err(|e| containerd_shim::Error::Other(format!("reaper: {e}")))?;
-        let rt = Runtime::new(runtime::find_binary(), runtime::state_root(&self.namespace), reaper);
+        let reaper =
+            Reaper::start().map_err(|e| containerd_shim::Error::Other(format!("reaper: {e}")))?;
+        let rt = Runtime::new(
+            runtime::find_binary(),
+            runtime::state_root(&self.namespace),
+            reaper,
+        );
         let io = runtime::CmdIo::Capture { stdin: None };
         if let Err(e) = rt.run(&bundle, &["delete", "--force", &self.id], io) {
             log::warn!("cleanup of {}: {e}", self.id);
@@ -84,8 +91,16 @@ impl containerd_shim::Shim for Shim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let reaper = Reaper::start().expect("start the reaper");
-        let rt = Runtime::new(runtime::find_binary(), runtime::state_root(&self.namespace), reaper.clone());
-        log::info!("stasis binary {}, root {}", rt.bin.display(), rt.root.display());
+        let rt = Runtime::new(
+            runtime::find_binary(),
+            runtime::state_root(&self.namespace),
+            reaper.clone(),
+        );
+        log::info!(
+            "stasis binary {}, root {}",
+            rt.bin.display(),
+            rt.root.display()
+        );
         task::TaskService(service::Service::new(
             self.namespace.clone(),
             rt,
@@ -99,6 +114,9 @@ impl containerd_shim::Shim for Shim {
 fn main() {
     // The shim reaps its children itself (reaper.rs), so that the exit
     // status of each stasis command reaches whoever runs it.
-    let config = Config { no_reaper: true, ..Default::default() };
+    let config = Config {
+        no_reaper: true,
+        ..Default::default()
+    };
     containerd_shim::run::<Shim>(RUNTIME_ID, Some(config));
 }

@@ -109,15 +109,25 @@ mod tests {
 
     #[test]
     fn flags_and_data_are_split() {
-        let opts: Vec<String> = ["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l", "rw", "nosuid"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let opts: Vec<String> = [
+            "index=off",
+            "workdir=/w",
+            "upperdir=/u",
+            "lowerdir=/l",
+            "rw",
+            "nosuid",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let (flags, data) = parse_options(&opts);
         assert_eq!(flags, MsFlags::MS_NOSUID);
         assert_eq!(data, "index=off,workdir=/w,upperdir=/u,lowerdir=/l");
         let (flags, data) = parse_options(&["rbind".to_string(), "ro".to_string()]);
-        assert_eq!(flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        assert_eq!(
+            flags,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
+        );
         assert!(data.is_empty());
     }
 }

@@ -74,14 +74,20 @@ impl Reaper {
                     return;
                 }
             };
-            let exit = Exit { pid, status, at: SystemTime::now() };
+            let exit = Exit {
+                pid,
+                status,
+                at: SystemTime::now(),
+            };
             match inner.watchers.remove(&pid) {
                 Some(tx) => {
                     let _ = tx.send(exit);
                 }
                 None => {
                     if inner.unclaimed.len() >= KEPT_EXITS {
-                        if let Some(oldest) = inner.unclaimed.values().min_by_key(|e| e.at).map(|e| e.pid) {
+                        if let Some(oldest) =
+                            inner.unclaimed.values().min_by_key(|e| e.at).map(|e| e.pid)
+                        {
                             inner.unclaimed.remove(&oldest);
                         }
                     }

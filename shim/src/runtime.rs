@@ -91,9 +91,13 @@ impl Runtime {
             }
             CmdIo::Capture { stdin } => {
                 stdin_data = stdin;
-                cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
+                cmd.stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
                 true
             }
         };
@@ -162,9 +166,14 @@ fn last_logged_error(log: &Path, from: u64) -> Option<String> {
 /// wording, which stasis passes on for delegated verbs).
 pub fn is_gone(e: &ShimError) -> bool {
     let msg = e.to_string();
-    ["does not exist", "container not running", "no such process", "process already finished"]
-        .iter()
-        .any(|s| msg.contains(s))
+    [
+        "does not exist",
+        "container not running",
+        "no such process",
+        "process already finished",
+    ]
+    .iter()
+    .any(|s| msg.contains(s))
 }
 
 #[cfg(test)]
@@ -182,10 +191,21 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         writeln!(f, "{{\"level\":\"info\",\"msg\":\"x\"}}").unwrap();
         writeln!(f, "{{\"level\":\"error\",\"msg\":\"first\"}}").unwrap();
-        writeln!(f, "{{\"level\":\"error\",\"msg\":\"container does not exist\"}}").unwrap();
-        assert_eq!(last_logged_error(&log, from).as_deref(), Some("container does not exist"));
-        assert!(is_gone(&ShimError::Runtime("stasis kill: container does not exist".into())));
-        assert!(!is_gone(&ShimError::Runtime("stasis kill: permission denied".into())));
+        writeln!(
+            f,
+            "{{\"level\":\"error\",\"msg\":\"container does not exist\"}}"
+        )
+        .unwrap();
+        assert_eq!(
+            last_logged_error(&log, from).as_deref(),
+            Some("container does not exist")
+        );
+        assert!(is_gone(&ShimError::Runtime(
+            "stasis kill: container does not exist".into()
+        )));
+        assert!(!is_gone(&ShimError::Runtime(
+            "stasis kill: permission denied".into()
+        )));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

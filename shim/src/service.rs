@@ -75,9 +75,12 @@ impl Container {
         if exec_id.is_empty() {
             return Ok(&self.init);
         }
-        self.execs
-            .get(exec_id)
-            .ok_or_else(|| ShimError::NotFound(format!("process {exec_id} of task {} does not exist", self.id)))
+        self.execs.get(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!(
+                "process {exec_id} of task {} does not exist",
+                self.id
+            ))
+        })
     }
 
     fn process_mut(&mut self, exec_id: &str) -> Result<&mut Process> {
@@ -85,9 +88,9 @@ impl Container {
             return Ok(&mut self.init);
         }
         let id = self.id.clone();
-        self.execs
-            .get_mut(exec_id)
-            .ok_or_else(|| ShimError::NotFound(format!("process {exec_id} of task {id} does not exist")))
+        self.execs.get_mut(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("process {exec_id} of task {id} does not exist"))
+        })
     }
 }
 
@@ -141,7 +144,10 @@ impl Service {
     }
 
     pub fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        if let Err(e) = self.publisher.publish(Context::default(), topic, &self.namespace, event) {
+        if let Err(e) = self
+            .publisher
+            .publish(Context::default(), topic, &self.namespace, event)
+        {
             log::warn!("publish {topic}: {e}");
         }
     }
@@ -168,9 +174,16 @@ impl Service {
                 let mut map = svc.lock();
                 for c in map.values_mut() {
                     let procs = std::iter::once(&mut c.init).chain(c.execs.values_mut());
-                    if let Some(p) = procs.into_iter().find(|p| p.pid == exit.pid && p.exit.is_none()) {
+                    if let Some(p) = procs
+                        .into_iter()
+                        .find(|p| p.pid == exit.pid && p.exit.is_none())
+                    {
                         p.exit = Some(exit);
-                        let id = if p.exec_id.is_empty() { c.id.clone() } else { p.exec_id.clone() };
+                        let id = if p.exec_id.is_empty() {
+                            c.id.clone()
+                        } else {
+                            p.exec_id.clone()
+                        };
                         event = Some(crate::events::exit(&c.id, &id, &exit));
                         break;
                     }
@@ -178,7 +191,10 @@ impl Service {
                 svc.exited.notify_all();
             }
             if let Some(ev) = event {
-                svc.publish(containerd_shim::protos::topics::TASK_EXIT_EVENT_TOPIC, Box::new(ev));
+                svc.publish(
+                    containerd_shim::protos::topics::TASK_EXIT_EVENT_TOPIC,
+                    Box::new(ev),
+                );
             }
         }
     }
@@ -196,15 +212,22 @@ impl Service {
     ) -> Result<i32> {
         let _op = self.op();
         if self.lock().contains_key(id) {
-            return Err(ShimError::AlreadyExists(format!("task {id} already exists")));
+            return Err(ShimError::AlreadyExists(format!(
+                "task {id} already exists"
+            )));
         }
-        if stdio.terminal {
-            stdio::open(&stdio)?; // refuses with the reason
+        if stdio.terminal && !checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented(
+                "restoring a container with a terminal".into(),
+            ));
         }
         let checkpoint = (!checkpoint.is_empty()).then(|| PathBuf::from(checkpoint));
         if let Some(ck) = &checkpoint {
             if !ck.is_dir() {
-                return Err(ShimError::InvalidArgument(format!("checkpoint {} is not a directory", ck.display())));
+                return Err(ShimError::InvalidArgument(format!(
+                    "checkpoint {} is not a directory",
+                    ck.display()
+                )));
             }
         }
         let mounted_rootfs = mount::mount_rootfs(bundle, rootfs)?;
@@ -213,12 +236,19 @@ impl Service {
             if checkpoint.is_some() {
                 return Ok(());
             }
-            let (fds, io) = stdio::open(&init.stdio)?;
-            init.io = io;
+            let (fds, prepared) = stdio::open(&init.stdio)?;
             let pid_file = bundle.join("init.pid");
-            let pf = pid_file.display().to_string();
-            let b = bundle.display().to_string();
-            self.runtime.run(bundle, &["create", "--bundle", &b, "--pid-file", &pf, id], CmdIo::Process(fds))?;
+            let mut args = vec![
+                "create".to_string(),
+                "--bundle".into(),
+                bundle.display().to_string(),
+            ];
+            args.extend(["--pid-file".into(), pid_file.display().to_string()]);
+            args.extend(prepared.args());
+            args.push(id.to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.runtime.run(bundle, &args, CmdIo::Process(fds))?;
+            init.io = prepared.attach(&init.stdio)?;
             init.pid = read_pid(&pid_file)?;
             Ok(())
         })();
@@ -248,13 +278,17 @@ impl Service {
 
     fn snapshot<T>(&self, id: &str, f: impl FnOnce(&Container) -> Result<T>) -> Result<T> {
         let map = self.lock();
-        let c = map.get(id).ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
+        let c = map
+            .get(id)
+            .ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
         f(c)
     }
 
     fn update_process(&self, id: &str, exec_id: &str, f: impl FnOnce(&mut Process)) -> Result<()> {
         let mut map = self.lock();
-        let c = map.get_mut(id).ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
+        let c = map
+            .get_mut(id)
+            .ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
         f(c.process_mut(exec_id)?);
         Ok(())
     }
@@ -265,24 +299,45 @@ impl Service {
         let _op = self.op();
         let (bundle, phase, stdio, checkpoint, spec) = self.snapshot(id, |c| {
             let p = c.process(exec_id)?;
-            Ok((c.bundle.clone(), p.phase, p.stdio.clone(), c.checkpoint.clone(), p.spec.clone()))
+            Ok((
+                c.bundle.clone(),
+                p.phase,
+                p.stdio.clone(),
+                c.checkpoint.clone(),
+                p.spec.clone(),
+            ))
         })?;
         if phase != Phase::Created {
-            return Err(ShimError::FailedPrecondition(format!("process {id}/{exec_id} is already started")));
+            return Err(ShimError::FailedPrecondition(format!(
+                "process {id}/{exec_id} is already started"
+            )));
         }
         let pid = if !exec_id.is_empty() {
             let spec_file = bundle.join(format!("exec-{exec_id}.json"));
             let pid_file = bundle.join(format!("exec-{exec_id}.pid"));
-            std::fs::write(&spec_file, &spec).map_err(io_err(format!("write {}", spec_file.display())))?;
-            let (fds, io) = stdio::open(&stdio)?;
-            let (sf, pf) = (spec_file.display().to_string(), pid_file.display().to_string());
+            std::fs::write(&spec_file, &spec)
+                .map_err(io_err(format!("write {}", spec_file.display())))?;
+            let (fds, prepared) = stdio::open(&stdio)?;
+            let mut args = vec![
+                "exec".to_string(),
+                "--process".into(),
+                spec_file.display().to_string(),
+            ];
+            args.extend([
+                "--detach".into(),
+                "--pid-file".into(),
+                pid_file.display().to_string(),
+            ]);
+            args.extend(prepared.args());
+            args.push(id.to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let res = self
                 .runtime
-                .run(&bundle, &["exec", "--process", &sf, "--detach", "--pid-file", &pf, id], CmdIo::Process(fds))
-                .and_then(|_| read_pid(&pid_file));
+                .run(&bundle, &args, CmdIo::Process(fds))
+                .and_then(|_| Ok((prepared.attach(&stdio)?, read_pid(&pid_file)?)));
             let _ = std::fs::remove_file(&spec_file);
             let _ = std::fs::remove_file(&pid_file);
-            let pid = res?;
+            let (io, pid) = res?;
             self.update_process(id, exec_id, |p| {
                 p.pid = pid;
                 p.phase = Phase::Running;
@@ -293,7 +348,8 @@ impl Service {
             let work = bundle.join("work").join("restore");
             std::fs::create_dir_all(&work).map_err(io_err(format!("create {}", work.display())))?;
             let pid_file = bundle.join("init.pid");
-            let (fds, io) = stdio::open(&stdio)?;
+            let (fds, prepared) = stdio::open(&stdio)?;
+            let io = prepared.attach(&stdio)?;
             let args = crate::checkpoint::restore_args(id, &bundle, &image, &work, &pid_file);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.runtime.run(&bundle, &args, CmdIo::Process(fds))?;
@@ -307,7 +363,8 @@ impl Service {
             }
             pid
         } else {
-            self.runtime.run(&bundle, &["start", id], CmdIo::Capture { stdin: None })?;
+            self.runtime
+                .run(&bundle, &["start", id], CmdIo::Capture { stdin: None })?;
             let mut pid = 0;
             self.update_process(id, "", |p| {
                 p.phase = Phase::Running;
@@ -320,17 +377,26 @@ impl Service {
     }
 
     /// Exec: remember the process; it runs at start.
-    pub fn add_exec(&self, id: &str, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>) -> Result<()> {
-        if stdio.terminal {
-            stdio::open(&stdio)?;
-        }
+    pub fn add_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stdio: StdioPaths,
+        spec: Vec<u8>,
+    ) -> Result<()> {
         let mut map = self.lock();
-        let c = map.get_mut(id).ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
+        let c = map
+            .get_mut(id)
+            .ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
         if c.execs.contains_key(exec_id) {
-            return Err(ShimError::AlreadyExists(format!("exec {exec_id} of task {id} already exists")));
+            return Err(ShimError::AlreadyExists(format!(
+                "exec {exec_id} of task {id} already exists"
+            )));
         }
         if c.init.exit.is_some() {
-            return Err(ShimError::FailedPrecondition(format!("task {id} has stopped")));
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {id} has stopped"
+            )));
         }
         let mut p = Process::new(exec_id, stdio);
         p.spec = spec;
@@ -365,8 +431,13 @@ impl Service {
         }
         args.extend([id, sig.as_str()]);
         let _op = self.op();
-        match self.runtime.run(&bundle, &args, CmdIo::Capture { stdin: None }) {
-            Err(e) if is_gone(&e) => Err(ShimError::NotFound(format!("process already finished: {e}"))),
+        match self
+            .runtime
+            .run(&bundle, &args, CmdIo::Capture { stdin: None })
+        {
+            Err(e) if is_gone(&e) => Err(ShimError::NotFound(format!(
+                "process already finished: {e}"
+            ))),
             r => r.map(|_| ()),
         }
     }
@@ -378,20 +449,31 @@ impl Service {
         let _op = self.op();
         if !exec_id.is_empty() {
             let mut map = self.lock();
-            let c = map.get_mut(id).ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
+            let c = map
+                .get_mut(id)
+                .ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
             let p = c.process(exec_id)?;
             if p.running() {
-                return Err(ShimError::FailedPrecondition(format!("exec {exec_id} is running")));
+                return Err(ShimError::FailedPrecondition(format!(
+                    "exec {exec_id} is running"
+                )));
             }
             let p = c.execs.remove(exec_id).expect("checked above");
             self.exited.notify_all();
             return Ok((p.pid, p.exit.unwrap_or_else(|| killed(p.pid))));
         }
-        let (bundle, running, pid) = self.snapshot(id, |c| Ok((c.bundle.clone(), c.init.running(), c.init.pid)))?;
+        let (bundle, running, pid) =
+            self.snapshot(id, |c| Ok((c.bundle.clone(), c.init.running(), c.init.pid)))?;
         if running {
-            return Err(ShimError::FailedPrecondition(format!("task {id} is running: kill it first")));
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {id} is running: kill it first"
+            )));
         }
-        match self.runtime.run(&bundle, &["delete", "--force", id], CmdIo::Capture { stdin: None }) {
+        match self.runtime.run(
+            &bundle,
+            &["delete", "--force", id],
+            CmdIo::Capture { stdin: None },
+        ) {
             Err(e) if !is_gone(&e) => return Err(e),
             _ => {}
         }
@@ -412,7 +494,9 @@ impl Service {
     pub fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let mut map = self.lock();
         loop {
-            let c = map.get(id).ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
+            let c = map
+                .get(id)
+                .ok_or_else(|| ShimError::NotFound(format!("task {id} does not exist")))?;
             if let Some(exit) = c.process(exec_id)?.exit {
                 return Ok(exit);
             }
@@ -424,25 +508,37 @@ impl Service {
         let _op = self.op();
         let bundle = self.snapshot(id, |c| {
             if !c.init.running() {
-                return Err(ShimError::FailedPrecondition(format!("task {id} is not running")));
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {id} is not running"
+                )));
             }
             Ok(c.bundle.clone())
         })?;
         let verb = if pause { "pause" } else { "resume" };
-        self.runtime.run(&bundle, &[verb, id], CmdIo::Capture { stdin: None })?;
-        self.update_process(id, "", |p| p.phase = if pause { Phase::Paused } else { Phase::Running })
+        self.runtime
+            .run(&bundle, &[verb, id], CmdIo::Capture { stdin: None })?;
+        self.update_process(id, "", |p| {
+            p.phase = if pause { Phase::Paused } else { Phase::Running }
+        })
     }
 
     /// Checkpoint: `stasis checkpoint` (see checkpoint.rs for the options);
     /// returns the image dir. On failure the dump log is kept as
     /// `<bundle>/checkpoint-dump.log` and named in the error, as runc's
     /// shim does with CRIU's.
-    pub fn checkpoint(&self, id: &str, path: &str, options: Option<&containerd_shim::protos::protobuf::well_known_types::any::Any>) -> Result<PathBuf> {
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        path: &str,
+        options: Option<&containerd_shim::protos::protobuf::well_known_types::any::Any>,
+    ) -> Result<PathBuf> {
         let opts = crate::checkpoint::decode_options(options)?;
         let _op = self.op();
         let bundle = self.snapshot(id, |c| {
             if !c.init.running() {
-                return Err(ShimError::FailedPrecondition(format!("task {id} is not running")));
+                return Err(ShimError::FailedPrecondition(format!(
+                    "task {id} is not running"
+                )));
             }
             Ok(c.bundle.clone())
         })?;
@@ -451,7 +547,9 @@ impl Service {
             let _ = std::fs::remove_dir_all(&plan.work);
         }
         let args: Vec<&str> = plan.args.iter().map(String::as_str).collect();
-        let result = self.runtime.run(&bundle, &args, CmdIo::Capture { stdin: None });
+        let result = self
+            .runtime
+            .run(&bundle, &args, CmdIo::Capture { stdin: None });
         if let Err(e) = result {
             let kept = bundle.join("checkpoint-dump.log");
             let msg = match std::fs::copy(plan.work.join("dump.log"), &kept) {
@@ -473,7 +571,13 @@ impl Service {
         let _op = self.op();
         let bundle = self.snapshot(id, |c| Ok(c.bundle.clone()))?;
         self.runtime
-            .run(&bundle, &["update", "--resources", "-", id], CmdIo::Capture { stdin: Some(resources) })
+            .run(
+                &bundle,
+                &["update", "--resources", "-", id],
+                CmdIo::Capture {
+                    stdin: Some(resources),
+                },
+            )
             .map(|_| ())
     }
 
@@ -481,21 +585,41 @@ impl Service {
     /// id when it is an exec's process.
     pub fn pids(&self, id: &str) -> Result<Vec<(i32, Option<String>)>> {
         let (bundle, execs) = self.snapshot(id, |c| {
-            let execs: HashMap<i32, String> =
-                c.execs.values().filter(|p| p.pid > 0).map(|p| (p.pid, p.exec_id.clone())).collect();
+            let execs: HashMap<i32, String> = c
+                .execs
+                .values()
+                .filter(|p| p.pid > 0)
+                .map(|p| (p.pid, p.exec_id.clone()))
+                .collect();
             Ok((c.bundle.clone(), execs))
         })?;
-        let out = self.runtime.run(&bundle, &["ps", "--format", "json", id], CmdIo::Capture { stdin: None })?;
+        let out = self.runtime.run(
+            &bundle,
+            &["ps", "--format", "json", id],
+            CmdIo::Capture { stdin: None },
+        )?;
         let pids: Vec<i32> = serde_json::from_slice(&out.stdout)
             .map_err(|e| ShimError::Runtime(format!("stasis ps: {e}")))?;
-        Ok(pids.into_iter().map(|p| (p, execs.get(&p).cloned())).collect())
+        Ok(pids
+            .into_iter()
+            .map(|p| (p, execs.get(&p).cloned()))
+            .collect())
     }
 
     /// `stasis events --stats`: runc's stats JSON.
     pub fn stats(&self, id: &str) -> Result<serde_json::Value> {
         let bundle = self.snapshot(id, |c| Ok(c.bundle.clone()))?;
-        let out = self.runtime.run(&bundle, &["events", "--stats", id], CmdIo::Capture { stdin: None })?;
-        serde_json::from_slice(&out.stdout).map_err(|e| ShimError::Runtime(format!("stasis events --stats: {e}")))
+        let out = self.runtime.run(
+            &bundle,
+            &["events", "--stats", id],
+            CmdIo::Capture { stdin: None },
+        )?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| ShimError::Runtime(format!("stasis events --stats: {e}")))
+    }
+
+    pub fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        self.snapshot(id, |c| c.process(exec_id)?.io.resize(width, height))
     }
 
     pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
@@ -509,11 +633,19 @@ impl Service {
         self.lock().is_empty()
     }
 
-    pub fn with_container<T>(&self, id: &str, f: impl FnOnce(&Container) -> Result<T>) -> Result<T> {
+    pub fn with_container<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&Container) -> Result<T>,
+    ) -> Result<T> {
         self.snapshot(id, f)
     }
 }
 
 fn killed(pid: i32) -> Exit {
-    Exit { pid, status: KILLED, at: std::time::SystemTime::now() }
+    Exit {
+        pid,
+        status: KILLED,
+        at: std::time::SystemTime::now(),
+    }
 }

@@ -2,7 +2,9 @@
 //! v1 `Metrics` message (the type containerd 1.6 decodes for Linux tasks on
 //! a cgroup v1 host; on cgroup v2 runc reports the same JSON fields).
 
-use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat};
+use containerd_shim::protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 use serde_json::Value;
@@ -30,7 +32,10 @@ pub fn metrics(event: &Value) -> Metrics {
             total: u(&usage["total"]),
             kernel: u(&usage["kernel"]),
             user: u(&usage["user"]),
-            per_cpu: usage["percpu"].as_array().map(|a| a.iter().map(u).collect()).unwrap_or_default(),
+            per_cpu: usage["percpu"]
+                .as_array()
+                .map(|a| a.iter().map(u).collect())
+                .unwrap_or_default(),
             ..Default::default()
         })
         .into(),
@@ -63,7 +68,9 @@ pub fn metrics(event: &Value) -> Metrics {
 pub fn to_any(m: &Metrics) -> Result<Any> {
     Ok(Any {
         type_url: METRICS_TYPE.to_string(),
-        value: m.write_to_bytes().map_err(|e| ShimError::Runtime(format!("encode metrics: {e}")))?,
+        value: m
+            .write_to_bytes()
+            .map_err(|e| ShimError::Runtime(format!("encode metrics: {e}")))?,
         ..Default::default()
     })
 }
@@ -84,7 +91,10 @@ mod tests {
         assert_eq!((m.pids.current, m.pids.limit), (2, 512));
         assert_eq!(m.cpu.usage.total, 10);
         assert_eq!(m.cpu.usage.per_cpu, vec![4, 6]);
-        assert_eq!((m.memory.usage.usage, m.memory.usage.limit, m.memory.rss), (100, 1000, 42));
+        assert_eq!(
+            (m.memory.usage.usage, m.memory.usage.limit, m.memory.rss),
+            (100, 1000, 42)
+        );
         assert_eq!(to_any(&m).unwrap().type_url, METRICS_TYPE);
     }
 }

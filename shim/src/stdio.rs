@@ -5,7 +5,8 @@
 //! FIFOs: each stream is a pipe whose far end the shim copies to or from the
 //! FIFO in a thread. The container's output then does not depend on
 //! whether a client has the FIFO open, and stdin can be closed on request
-//! (`CloseIO`). Terminals are not supported.
+//! (`CloseIO`). A process with a terminal gets a pty from the runtime
+//! instead (console.rs).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -41,15 +42,56 @@ impl ChildFds {
 }
 
 /// The shim's side of a process's stdio: the stdin pipe's writer, dropped
-/// by `close_stdin` (the copying thread holds it only while writing).
+/// by `close_stdin` (the copying thread holds it only while writing), or
+/// the pty master of a process with a terminal.
 #[derive(Clone, Default)]
 pub struct ProcessIo {
     stdin: Arc<Mutex<Option<File>>>,
+    console: Arc<Mutex<Option<Arc<File>>>>,
 }
 
 impl ProcessIo {
     pub fn close_stdin(&self) {
         self.stdin.lock().unwrap().take();
+    }
+
+    pub fn set_console(&self, master: Arc<File>) {
+        *self.console.lock().unwrap() = Some(master);
+    }
+
+    /// Resizes the terminal; nothing to do for a process without one.
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        match self.console.lock().unwrap().as_ref() {
+            Some(master) => crate::console::resize(master, width, height),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The shim's side of a process's stdio before the runtime has run.
+pub struct Attach {
+    io: ProcessIo,
+    /// For a terminal: the runtime gets `--console-socket <path>`.
+    console: Option<crate::console::ConsoleSocket>,
+}
+
+impl Attach {
+    /// The runtime's extra arguments for this stdio.
+    pub fn args(&self) -> Vec<String> {
+        match &self.console {
+            Some(c) => vec!["--console-socket".into(), c.path().display().to_string()],
+            None => Vec::new(),
+        }
+    }
+
+    /// After the runtime command succeeded: with a terminal, receive the pty
+    /// master and start copying. Returns the shim's side of the stdio.
+    pub fn attach(self, paths: &StdioPaths) -> Result<ProcessIo> {
+        if let Some(socket) = self.console {
+            let master = socket.receive()?;
+            self.io.set_console(crate::console::connect(master, paths)?);
+        }
+        Ok(self.io)
     }
 }
 
@@ -63,8 +105,8 @@ fn dev_null(write: bool) -> Result<OwnedFd> {
 }
 
 fn pipe() -> Result<(File, File)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| io_err("pipe")(e.into()))?;
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
     Ok((File::from(r), File::from(w)))
 }
 
@@ -142,7 +184,9 @@ fn input(path: &str, io: &ProcessIo) -> Result<OwnedFd> {
                     Ok(n) => n,
                 };
                 let mut w = writer.lock().unwrap();
-                let written = w.as_mut().is_some_and(|pipe| pipe.write_all(&buf[..n]).is_ok());
+                let written = w
+                    .as_mut()
+                    .is_some_and(|pipe| pipe.write_all(&buf[..n]).is_ok());
                 if !written {
                     break;
                 }
@@ -155,20 +199,25 @@ fn input(path: &str, io: &ProcessIo) -> Result<OwnedFd> {
 
 /// Opens the process's stdio: the fds to give the runtime, and the shim's
 /// side. Copying starts at once and ends by itself when the process's
-/// streams close.
-pub fn open(paths: &StdioPaths) -> Result<(ChildFds, ProcessIo)> {
-    if paths.terminal {
-        return Err(ShimError::Unimplemented(
-            "terminal: containerd-shim-stasis-v2 does not support terminals (tty) yet".into(),
-        ));
-    }
+/// streams close. With a terminal the runtime's own stdio is /dev/null and
+/// the copying starts at `Attach::attach`.
+pub fn open(paths: &StdioPaths) -> Result<(ChildFds, Attach)> {
     let io = ProcessIo::default();
+    if paths.terminal {
+        let fds = ChildFds {
+            stdin: dev_null(false)?,
+            stdout: dev_null(true)?,
+            stderr: dev_null(true)?,
+        };
+        let console = Some(crate::console::ConsoleSocket::new()?);
+        return Ok((fds, Attach { io, console }));
+    }
     let fds = ChildFds {
         stdin: input(&paths.stdin, &io)?,
         stdout: output(&paths.stdout, "stdout")?,
         stderr: output(&paths.stderr, "stderr")?,
     };
-    Ok((fds, io))
+    Ok((fds, Attach { io, console: None }))
 }
 
 #[cfg(test)]
@@ -187,8 +236,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("out");
         mkfifo(&out);
-        let paths = StdioPaths { stdout: out.display().to_string(), ..Default::default() };
-        let (fds, _io) = open(&paths).unwrap();
+        let paths = StdioPaths {
+            stdout: out.display().to_string(),
+            ..Default::default()
+        };
+        let (fds, _attach) = open(&paths).unwrap();
         let mut reader = File::open(&out).unwrap();
         let mut w = File::from(fds.stdout);
         w.write_all(b"hello\n").unwrap();
@@ -202,8 +254,19 @@ mod tests {
     }
 
     #[test]
-    fn terminal_is_refused() {
-        let paths = StdioPaths { terminal: true, ..Default::default() };
-        assert!(matches!(open(&paths), Err(ShimError::Unimplemented(_))));
+    fn a_terminal_gets_a_console_socket() {
+        let paths = StdioPaths {
+            terminal: true,
+            ..Default::default()
+        };
+        let (_fds, p) = open(&paths).unwrap();
+        let args = p.args();
+        assert_eq!(args[0], "--console-socket");
+        assert!(std::path::Path::new(&args[1]).exists());
+        drop(p);
+        assert!(
+            !std::path::Path::new(&args[1]).exists(),
+            "the socket is removed"
+        );
     }
 }
