@@ -284,6 +284,13 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         "restored {first:?}, checkpointed between {before:?} and {after:?}"
     );
     let c2_pid = wait_status(ctrd, &c2, "RUNNING");
+    let xdg = ctrd.dir().join("xdg");
+    assert_eq!(
+        fs::read_dir(&xdg).unwrap().count(),
+        0,
+        "the checkpoint containerd unpacked for the restore is left in {}",
+        xdg.display()
+    );
     let later = wait_for("the restored counter to go on", || {
         progress_at(&state2).filter(|p| p.iter > first.iter + 5)
     });

@@ -127,6 +127,25 @@ pub fn restore_args(
     ]
 }
 
+/// After a successful restore: removes the directory containerd unpacked
+/// the checkpoint into, which containerd 1.6 never removes (it makes one,
+/// `$XDG_RUNTIME_DIR/ctrd-checkpoint*` or `/tmp/ctrd-checkpoint*`, for
+/// each task created from a checkpoint and hands it to the shim alone).
+/// Other directories are left alone.
+pub fn discard_unpacked(image: &Path) -> bool {
+    let ours = image
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ctrd-checkpoint"));
+    if ours {
+        if let Err(e) = std::fs::remove_dir_all(image) {
+            log::warn!("remove {}: {e}", image.display());
+            return false;
+        }
+    }
+    ours
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +222,19 @@ mod tests {
             decode_options(Some(&a)),
             Err(ShimError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn only_containerds_unpacked_checkpoints_are_discarded() {
+        let base = std::env::temp_dir().join(format!("shim-discard-{}", std::process::id()));
+        let (theirs, mine) = (base.join("ctrd-checkpoint123"), base.join("my-checkpoint"));
+        for d in [&theirs, &mine] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("inventory.img"), b"x").unwrap();
+        }
+        assert!(discard_unpacked(&theirs) && !theirs.exists());
+        assert!(!discard_unpacked(&mine) && mine.join("inventory.img").exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -354,6 +354,7 @@ impl Service {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.runtime.run(&bundle, &args, CmdIo::Process(fds))?;
             let pid = read_pid(&pid_file)?;
+            crate::checkpoint::discard_unpacked(&image);
             let mut map = self.lock();
             if let Some(c) = map.get_mut(id) {
                 c.checkpoint = None;
