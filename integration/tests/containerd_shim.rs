@@ -615,3 +615,66 @@ fn terminals_for_run_and_exec() {
     ctrd.ctr(&["containers", "delete", &c]).ok();
     assert_all_gone(&s, &[&id, &format!("{id}-b")]);
 }
+
+/// A checkpoint the engine refuses (the container holds a listening TCP
+/// socket, which stasis does not save) fails with stasis' message and the
+/// dump log's path, and the task runs on untouched.
+#[test]
+fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
+    let s = setup();
+    let (ctrd, image) = (&s.ctrd, &s.image);
+    let id = unique_id("shim-r");
+    let workload = "nc -l -p 7777 & exec /bin/counter /tmp/state";
+    let run = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--null-io",
+        "--runtime",
+        RUNTIME,
+        &image.name,
+        &id,
+        "sh",
+        "-c",
+        workload,
+    ]);
+    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
+    wait_status(ctrd, &id, "RUNNING");
+    let state = ctrd.bundle(&id).join("rootfs/tmp/state");
+    wait_for("the counter", || {
+        progress_at(&state).filter(|p| p.iter >= 3)
+    });
+
+    let ck = ctrd.ctr(&["tasks", "checkpoint", &id]);
+    assert_ne!(
+        ck.code, 0,
+        "a checkpoint of a listening socket succeeded: {ck:?}"
+    );
+    let dump_log = ctrd.bundle(&id).join("checkpoint-dump.log");
+    assert!(
+        ck.stderr.contains("socket")
+            && ck.stderr.contains(&format!("path= {}", dump_log.display())),
+        "{ck:?}"
+    );
+    assert!(dump_log.is_file());
+    assert_eq!(
+        task(ctrd, &id).unwrap().0,
+        "RUNNING",
+        "resumed after the failed checkpoint"
+    );
+    let p = progress_at(&state).unwrap();
+    wait_for("the counter to go on", || {
+        progress_at(&state).filter(|q| q.iter > p.iter + 3)
+    });
+    assert_eq!(progress_at(&state).unwrap().errors, 0);
+    assert!(ctrd
+        .list("images")
+        .iter()
+        .all(|i| !i.starts_with("containerd.io/checkpoint/")));
+
+    ctrd.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", &id])
+        .ok();
+    wait_status(ctrd, &id, "STOPPED");
+    ctrd.ctr(&["tasks", "delete", &id]).ok();
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+    assert_all_gone(&s, &[&id]);
+}
