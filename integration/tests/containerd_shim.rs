@@ -134,6 +134,13 @@ fn setup() -> Setup {
     }
 }
 
+/// The shim's socket, as its task's bundle records it.
+fn shim_socket(ctrd: &Containerd, id: &str) -> PathBuf {
+    let address =
+        fs::read_to_string(ctrd.bundle(id).join("address")).expect("the shim's address file");
+    PathBuf::from(address.trim().trim_start_matches("unix://"))
+}
+
 /// Nothing of the shim's tasks is left: no shim process, task, container,
 /// mount, runtime state, stasis directory or bundle.
 #[track_caller]
@@ -195,6 +202,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     ]);
     assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
     let c1_pid = wait_status(ctrd, &c1, "RUNNING");
+    let mut sockets = vec![shim_socket(ctrd, &c1)];
     let state1 = ctrd.bundle(&c1).join("rootfs/tmp/state");
     let p = wait_for("the counter", || {
         progress_at(&state1).filter(|p| p.iter >= 5)
@@ -284,6 +292,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         "restored {first:?}, checkpointed between {before:?} and {after:?}"
     );
     let c2_pid = wait_status(ctrd, &c2, "RUNNING");
+    sockets.push(shim_socket(ctrd, &c2));
     let xdg = ctrd.dir().join("xdg");
     assert_eq!(
         fs::read_dir(&xdg).unwrap().count(),
@@ -372,6 +381,9 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         "c2's init {c2_pid} still exists"
     );
     assert_all_gone(&s, &[&c1, &c2]);
+    for socket in &sockets {
+        assert!(!socket.exists(), "shim socket {} left", socket.display());
+    }
 
     // The shim published what containerd expects, for both containers.
     let _ = events.kill();
@@ -541,6 +553,8 @@ fn a_dead_shim_is_cleaned_up_by_its_delete_action() {
     });
     let shims = ctrd.shim_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
+    let socket = shim_socket(ctrd, &id);
+    assert!(socket.exists(), "{}", socket.display());
     // SAFETY: kill(2) on the shim this test's containerd started.
     assert_eq!(unsafe { libc::kill(shims[0], libc::SIGKILL) }, 0);
     wait_for("the container's init to die", || {
@@ -551,6 +565,11 @@ fn a_dead_shim_is_cleaned_up_by_its_delete_action() {
     });
     ctrd.ctr(&["containers", "delete", &id]).ok();
     assert_all_gone(&s, &[&id]);
+    assert!(
+        !socket.exists(),
+        "the dead shim's socket {} is left",
+        socket.display()
+    );
 }
 
 /// Terminals: `ctr run -t` and `ctr task exec -t` (ctr needs a terminal of

@@ -78,6 +78,7 @@ impl containerd_shim::Shim for Shim {
             log::warn!("cleanup of {}: {e}", self.id);
         }
         mount::unmount(&bundle.join("rootfs"));
+        remove_socket(&bundle);
         Ok(DeleteResponse {
             exit_status: service::KILLED,
             exited_at: Some(events::timestamp(std::time::SystemTime::now())).into(),
@@ -108,6 +109,18 @@ impl containerd_shim::Shim for Shim {
             publisher,
             self.exit.clone(),
         ))
+    }
+}
+
+/// Removes the dead shim's socket, named in `<bundle>/address`.
+fn remove_socket(bundle: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = address.trim().trim_start_matches("unix://");
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
