@@ -8,9 +8,10 @@ CARGO ?= cargo
 # runc: the runtime delegated verbs go to (and the tests' reference);
 # busybox-static: the tests' and the demo's rootfs; gcc/libc6-dev: C test
 # workloads; jq: the demo; containerd (ctr and the runc v2 shim): the
-# containerd tests and examples/containerd.sh; podman (brings conmon): the
-# podman tests and example; criu: podman refuses to checkpoint or restore
-# unless a criu >= 3.11 answers its version query (stasis never runs criu).
+# containerd tests, the stasis shim's tests and examples/containerd*.sh;
+# podman (brings conmon): the podman tests and example; criu: podman refuses
+# to checkpoint or restore unless a criu >= 3.11 answers its version query
+# (stasis never runs criu).
 APT_PACKAGES := runc busybox-static gcc libc6-dev jq containerd podman criu
 # make test starts with a bounded run of the image decoder's fuzz target.
 CI_FUZZ_SECONDS ?= 30

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod containerd;
 pub mod oci_image;
+pub mod oci_layout;
 pub mod podman;
+pub mod private_containerd;
 pub mod zdtm;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
