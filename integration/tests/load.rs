@@ -283,15 +283,7 @@ fn cycle(rt: &Runtime, bundle: &Bundle, dir: &Path) {
         st.code == 1 && st.stderr.contains("does not exist"),
         "{st:?}"
     );
-    let start = Instant::now();
-    while !processes_in(&bundle.rootfs()).is_empty() && start.elapsed() < WAIT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        processes_in(&bundle.rootfs()),
-        Vec::<i32>::new(),
-        "{id}: processes left"
-    );
+    assert_no_processes_left(&bundle, &id);
     assert_eq!(
         private_dirs(&id),
         Vec::<PathBuf>::new(),

@@ -198,6 +198,17 @@ pub fn assert_gone(rt: &Runtime, id: &str, bundle: &Bundle) {
         !list.stdout.lines().any(|l| l == id),
         "{id} still listed: {list:?}"
     );
+    assert_no_processes_left(bundle, id);
+    assert_eq!(
+        private_dirs(id),
+        Vec::<PathBuf>::new(),
+        "stasis directory left"
+    );
+}
+
+/// Waits (up to WAIT) until no process runs from `bundle`'s rootfs.
+#[track_caller]
+pub fn assert_no_processes_left(bundle: &Bundle, id: &str) {
     let start = Instant::now();
     while !processes_in(&bundle.rootfs()).is_empty() && start.elapsed() < WAIT {
         std::thread::sleep(Duration::from_millis(20));
@@ -205,12 +216,7 @@ pub fn assert_gone(rt: &Runtime, id: &str, bundle: &Bundle) {
     assert_eq!(
         processes_in(&bundle.rootfs()),
         Vec::<i32>::new(),
-        "processes left in the rootfs"
-    );
-    assert_eq!(
-        private_dirs(id),
-        Vec::<PathBuf>::new(),
-        "stasis directory left"
+        "{id}: processes left in the rootfs"
     );
 }
 
