@@ -234,6 +234,8 @@ pub struct Batch<'r> {
     area: u64,
     calls: Vec<Call>,
     data_len: u64,
+    /// Data below this offset holds outputs: never recycled.
+    kept: u64,
     results: Vec<i64>,
 }
 
@@ -241,7 +243,7 @@ impl<'r> Batch<'r> {
     /// A batch for `r`'s thread, using the scratch memory at `scratch`
     /// made by [`Remote::map_batch_scratch`] in its process.
     pub fn new(r: &'r mut Remote, scratch: u64) -> Self {
-        Batch { r, code: scratch, area: scratch + CODE_LEN, calls: Vec::new(), data_len: 0, results: Vec::new() }
+        Batch { r, code: scratch, area: scratch + CODE_LEN, calls: Vec::new(), data_len: 0, kept: 0, results: Vec::new() }
     }
 
     /// Reserves `len` zeroed bytes for a call's output; returns their
@@ -255,6 +257,7 @@ impl<'r> Batch<'r> {
         let at = self.area + DATA_OFF + self.data_len;
         self.r.write_mem(at, &vec![0u8; len])?;
         self.data_len += len8;
+        self.kept = self.data_len;
         Ok(at)
     }
 
@@ -262,13 +265,13 @@ impl<'r> Batch<'r> {
     /// the calls queued after it.
     pub fn put(&mut self, bytes: &[u8]) -> io::Result<u64> {
         let len = (bytes.len() as u64).next_multiple_of(8);
-        if len > AREA_LEN - DATA_OFF {
+        if self.kept + len > AREA_LEN - DATA_OFF {
             return Err(io::Error::other(format!("{} bytes of call data do not fit the batch area", bytes.len())));
         }
         if self.data_len + len > AREA_LEN - DATA_OFF {
-            // Run what is queued: their data may be reused after that.
+            // Run what is queued: their data (not outputs) may be reused after that.
             self.flush()?;
-            self.data_len = 0;
+            self.data_len = self.kept;
         }
         let at = self.area + DATA_OFF + self.data_len;
         self.r.write_mem(at, bytes)?;
@@ -388,5 +391,102 @@ impl Drop for Remote {
             let _ = ptrace::set_sigmask(self.tid, self.saved_mask);
             let _ = self.park();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A `sleep` child, seized and stopped, with an injection session.
+    struct Tracee {
+        child: std::process::Child,
+        pid: i32,
+    }
+
+    impl Tracee {
+        fn start() -> (Tracee, Remote) {
+            let child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+            let pid = child.id() as i32;
+            ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL).expect("seize");
+            ptrace::interrupt(pid).expect("interrupt");
+            loop {
+                match ptrace::wait(pid).expect("wait") {
+                    Stop::Stopped { event: ptrace::PTRACE_EVENT_STOP, .. } => break,
+                    Stop::Stopped { sig, .. } => ptrace::cont(pid, sig).expect("cont"),
+                    s => panic!("sleep died: {s:?}"),
+                }
+            }
+            let maps = crate::proc::maps(pid).expect("maps");
+            let vdso = maps.iter().find(|m| m.path == "[vdso]").expect("vdso");
+            let mut text = vec![0u8; (vdso.end - vdso.start) as usize];
+            crate::sys::vm_read(pid, vdso.start, &mut text).expect("read vdso");
+            let ip = find_syscall_insn(vdso.start, &text).expect("syscall insn");
+            let r = Remote::new(pid, pid, ip).expect("remote");
+            (Tracee { child, pid }, r)
+        }
+    }
+
+    impl Drop for Tracee {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn padded(path: &str, len: usize) -> Vec<u8> {
+        let mut v = path.as_bytes().to_vec();
+        v.resize(len, 0);
+        v
+    }
+
+    #[test]
+    fn batches_run_in_order_across_full_tables_and_data_areas() {
+        let (t, mut r) = Tracee::start();
+        let scratch = r.map_batch_scratch(0).expect("map batch scratch");
+        let mut b = Batch::new(&mut r, scratch);
+        // An output reserved first must survive the data area's recycling.
+        let mask_at = b.output(8).unwrap();
+        b.call(libc::SYS_rt_sigprocmask, &[libc::SIG_BLOCK as u64, 0, mask_at, 8], "read mask").unwrap();
+        // More calls than a table holds, and more data than the area holds.
+        let n = BATCH_ENTRIES * 2 + 5;
+        let mut getpids = Vec::new();
+        for _ in 0..n {
+            getpids.push(b.call(libc::SYS_getpid, &[], "getpid").unwrap());
+        }
+        let mut opens = Vec::new();
+        for _ in 0..100 {
+            let at = b.put(&padded("/proc/self/status", 4096)).unwrap();
+            opens.push(b.call(libc::SYS_openat, &[libc::AT_FDCWD as u64, at, libc::O_RDONLY as u64, 0], "open").unwrap());
+        }
+        let missing = b.put(&padded("/nonexistent/stasis", 64)).unwrap();
+        let tolerated = b.call_tolerant(libc::SYS_openat, &[libc::AT_FDCWD as u64, missing, libc::O_RDONLY as u64, 0]).unwrap();
+        let after = b.call(libc::SYS_getpid, &[], "getpid").unwrap();
+        let res = b.finish().expect("batch");
+        assert_eq!(res.len(), 1 + n + 100 + 2);
+        assert!(getpids.iter().all(|&k| res[k] == t.pid as i64), "getpid results");
+        assert!(opens.iter().all(|&k| res[k] >= 0), "opens: {:?}", opens.iter().map(|&k| res[k]).collect::<Vec<_>>());
+        assert_eq!(res[tolerated], -(libc::ENOENT as i64));
+        assert_eq!(res[after], t.pid as i64, "a tolerated failure goes on");
+        let mut mask = [0u8; 8];
+        r.read_mem(mask_at, &mut mask).unwrap();
+        // Remote::new blocked everything that can be blocked; the traps of
+        // single steps and of the batch's int3 unblock SIGTRAP (the
+        // session's end puts the task's own mask back).
+        let open = [libc::SIGKILL, libc::SIGSTOP, libc::SIGTRAP].iter().fold(0u64, |m, s| m | 1 << (s - 1));
+        assert_eq!(u64::from_le_bytes(mask), !open);
+
+        // A failing call ends the batch with its name; nothing after it runs.
+        let mut b = Batch::new(&mut r, scratch);
+        let missing = b.put(&padded("/nonexistent/stasis", 64)).unwrap();
+        b.call(libc::SYS_openat, &[libc::AT_FDCWD as u64, missing, libc::O_RDONLY as u64, 0], "open the missing file").unwrap();
+        b.call(libc::SYS_dup2, &[0, 900], "never").unwrap();
+        let e = b.finish().expect_err("the open fails");
+        assert!(e.to_string().starts_with("open the missing file: "), "{e}");
+        assert_eq!(e.raw_os_error(), None);
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(!Path::new(&format!("/proc/{}/fd/900", t.pid)).exists(), "a call after the failure ran");
+        r.finish().expect("finish session");
     }
 }
