@@ -1,18 +1,22 @@
 //! A private containerd daemon for tests: its own root, state, sockets,
-//! temp dir and ctr namespace, all under one temporary directory, so it
-//! never sees (or disturbs) another containerd on the machine. Dropping it
-//! removes its tasks, containers and images, stops the daemon and its
-//! shims, unmounts what is left under its directory and removes the
-//! namespace's cgroups.
+//! temp dirs and ctr namespace, all under one temporary directory, so it
+//! never sees (or disturbs) another containerd on the machine; the CRI
+//! plugin is disabled. Extra environment (e.g. a PATH on which containerd
+//! finds a shim, `containerd-shim-<runtime>`) goes to the daemon and so to
+//! its shims. Dropping it removes its tasks, containers and images, stops
+//! the daemon and its shims, unmounts what is left under its directory and
+//! removes the namespace's cgroups.
 //!
-//! The test process becomes a child subreaper, so the shims (which
-//! daemonize) are reparented to it and reaped here instead of becoming
-//! zombies of pid 1.
+//! By default the test process becomes a child subreaper, so the shims
+//! (which daemonize) are reparented to it and reaped here instead of
+//! becoming zombies of pid 1 ([`Builder::leave_orphans`] opts out).
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -45,10 +49,41 @@ pub struct Leftovers {
     pub mounts: Vec<String>,
 }
 
-impl Containerd {
+/// How to start a [`Containerd`]: [`Containerd::builder`].
+#[derive(Debug)]
+pub struct Builder {
+    env: Vec<(String, OsString)>,
+    path: Vec<PathBuf>,
+    adopt_orphans: bool,
+}
+
+impl Builder {
+    /// Adds `key=value` to the daemon's environment (its shims inherit it).
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Puts `dir` before the inherited PATH of the daemon, which looks for
+    /// the shim of runtime `io.containerd.<name>.v2` as
+    /// `containerd-shim-<name>-v2` on it.
+    pub fn path_prepend(mut self, dir: &Path) -> Self {
+        self.path.push(dir.to_path_buf());
+        self
+    }
+
+    /// Does not make the test process a child subreaper: the daemonized
+    /// shims, and the processes of a shim that dies, go to pid 1 as they
+    /// would on a host. For tests that kill a shim and then watch its
+    /// container's init disappear (as our orphan it would stay a zombie).
+    pub fn leave_orphans(mut self) -> Self {
+        self.adopt_orphans = false;
+        self
+    }
+
     /// Starts `containerd` (Debian's package: `make deps`) with a generated
-    /// config and waits for its socket.
-    pub fn start() -> Self {
+    /// config and waits until it answers.
+    pub fn start(self) -> Containerd {
         crate::require_prerequisites();
         assert!(
             Command::new("containerd")
@@ -58,10 +93,12 @@ impl Containerd {
                 .is_ok_and(|s| s.success()),
             "`containerd --version` failed: install containerd (make deps)"
         );
-        adopt_orphans();
+        if self.adopt_orphans {
+            adopt_orphans();
+        }
         let dir = TempDir::new("stasis-ctd");
         let d = dir.path();
-        for sub in ["root", "state", "tmp", "runc", "fifo", "opt"] {
+        for sub in ["root", "state", "tmp", "xdg", "runc", "fifo", "opt"] {
             fs::create_dir_all(d.join(sub)).expect("create containerd dirs");
         }
         let config = format!(
@@ -89,33 +126,66 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         );
         fs::write(d.join("config.toml"), config).expect("write config.toml");
         let log = fs::File::create(d.join("containerd.log")).expect("containerd.log");
+        let mut cmd = Command::new("containerd");
         // The daemon unpacks restore images in $XDG_RUNTIME_DIR (and never
-        // removes them) and checkpoints in it: keep both in our directory.
-        let child = Command::new("containerd")
-            .arg("--config")
+        // removes them; the stasis shim does) and checkpoints in it, apart
+        // from the temporary files of the daemon and its shims: keep all
+        // in our directory.
+        cmd.arg("--config")
             .arg(d.join("config.toml"))
-            .env("XDG_RUNTIME_DIR", d.join("tmp"))
+            .env("XDG_RUNTIME_DIR", d.join("xdg"))
             .env("TMPDIR", d.join("tmp"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let ctd = Self {
+            .stderr(log);
+        if !self.path.is_empty() {
+            let inherited = std::env::var_os("PATH").unwrap_or_default();
+            let path = std::env::join_paths(
+                self.path
+                    .iter()
+                    .cloned()
+                    .chain(std::env::split_paths(&inherited)),
+            )
+            .expect("PATH for containerd");
+            cmd.env("PATH", path);
+        }
+        let child = cmd.spawn().expect("spawn containerd");
+        let mut ctd = Containerd {
             dir,
             child: Some(child),
             namespace: unique_id("stasis"),
         };
         let start = Instant::now();
         while !ctd.ctr(&["version"]).stdout.contains("Server:") {
+            if let Some(status) = ctd.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                ctd.child = None;
+                panic!("containerd exited ({status}): {}", ctd.log());
+            }
             assert!(
                 start.elapsed() < DAEMON_WAIT,
                 "containerd did not answer within {DAEMON_WAIT:?}: {}",
-                fs::read_to_string(ctd.dir.path().join("containerd.log")).unwrap_or_default()
+                ctd.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
         ctd
+    }
+}
+
+impl Containerd {
+    /// A private containerd with the defaults: [`Containerd::builder`]`.start()`.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// Options for the daemon: extra environment, PATH, orphans.
+    pub fn builder() -> Builder {
+        Builder {
+            env: Vec::new(),
+            path: Vec::new(),
+            adopt_orphans: true,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -130,6 +200,26 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// The ctr namespace every command of this daemon uses.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The daemon's `$XDG_RUNTIME_DIR`, where it unpacks the checkpoint a
+    /// task is restored from.
+    pub fn xdg_runtime_dir(&self) -> PathBuf {
+        self.dir().join("xdg")
+    }
+
+    /// Task `id`'s bundle directory, as containerd made it for the shim
+    /// (its rootfs is mounted there while the task exists).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
     }
 
     /// A private runtime state root, for `ctr run --runc-root`.
@@ -216,6 +306,60 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             "{} not imported: {list:?}",
             image.name()
         );
+    }
+
+    /// Lines of `ctr <what> ls -q` (`tasks`, `containers`, `images`…).
+    #[track_caller]
+    pub fn list(&self, what: &str) -> Vec<String> {
+        self.ctr(&[what, "ls", "-q"])
+            .ok()
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `ctr events` from now on, until [`Events::stop`].
+    pub fn events(&self) -> Events {
+        let mut child = self
+            .ctr_command(&["events"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let mut out = child.stdout.take().expect("ctr events stdout");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+            text
+        });
+        Events {
+            child,
+            reader: Some(reader),
+        }
+    }
+
+    /// Pids of live `containerd-shim-*` processes with this daemon's
+    /// address among their arguments: the shims it started.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let address = self.address().to_string_lossy().into_owned();
+        processes()
+            .into_iter()
+            .filter(|(_, args)| {
+                let is_shim = args[0]
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("containerd-shim"));
+                is_shim && args.iter().any(|a| a == &address)
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Mount points under this daemon's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        mounts_under(self.dir())
     }
 
     /// `(pid, status)` of task `id` from `ctr tasks ls`, if it exists.
@@ -317,6 +461,35 @@ impl Drop for Containerd {
     }
 }
 
+/// A running `ctr events`, killed on drop.
+#[derive(Debug)]
+pub struct Events {
+    child: Child,
+    reader: Option<JoinHandle<String>>,
+}
+
+impl Events {
+    /// Ends the subscription; returns every event line it printed.
+    pub fn stop(mut self) -> String {
+        self.end();
+        self.reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default()
+    }
+
+    fn end(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// Makes this process a child subreaper: daemonizing descendants (the
 /// shims) are reparented to it, to be reaped by [`reap_children`], rather
 /// than to pid 1.
@@ -340,8 +513,9 @@ fn parse_task(list: &str, id: &str) -> Option<(i32, String)> {
     })
 }
 
-/// `(pid, cmdline)` of every process whose command line contains `needle`.
-fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+/// `(pid, arguments)` of every process with a command line (zombies and
+/// kernel threads have none).
+fn processes() -> Vec<(i32, Vec<String>)> {
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -354,12 +528,27 @@ fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
         let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(needle) {
-            out.push((pid, cmdline.trim_end().to_string()));
+        if raw.is_empty() {
+            continue;
         }
+        let args = raw
+            .strip_suffix(b"\0")
+            .unwrap_or(&raw)
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push((pid, args));
     }
     out
+}
+
+/// `(pid, cmdline)` of every process whose command line contains `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    processes()
+        .into_iter()
+        .map(|(pid, args)| (pid, args.join(" ")))
+        .filter(|(_, cmdline)| cmdline.contains(needle))
+        .collect()
 }
 
 /// Reaps exited children (the shims reparented to us), waiting a little
@@ -377,17 +566,22 @@ pub fn reap_children() {
     }
 }
 
-/// Lazily unmounts every mount point under `dir`, deepest first; returns
-/// them.
-fn unmount_under(dir: &Path) -> Vec<String> {
+/// Mount points under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
     let prefix = format!("{}/", dir.display());
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<String> = info
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|p| p.starts_with(&prefix))
         .map(str::to_string)
-        .collect();
+        .collect()
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first; returns
+/// them.
+fn unmount_under(dir: &Path) -> Vec<String> {
+    let mut points = mounts_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in &points {
         let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod containerd;
 pub mod oci_image;
-pub mod oci_layout;
 pub mod podman;
-pub mod private_containerd;
 pub mod zdtm;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -87,6 +85,26 @@ pub fn stasis_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Compiles the counter workload (`integration/workloads/counter.c`, which
+/// checks its own 4 MiB heap every iteration and reports
+/// `iter=N pid=P errors=E`) statically into `out`.
+pub fn build_counter(out: &Path) {
+    let src = workspace_root().join("integration/workloads/counter.c");
+    let gcc = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(out)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gcc (make deps installs it)");
+    assert!(
+        gcc.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&gcc.stderr)
+    );
 }
 
 /// Root, runc and busybox; checked once, fatal when missing.

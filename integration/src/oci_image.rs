@@ -13,6 +13,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -200,6 +201,24 @@ impl ImageBuilder {
     pub fn write(&self, out: &Path) -> io::Result<()> {
         fs::write(out, self.archive())
     }
+}
+
+/// The name of [`counter_image`].
+pub const COUNTER_IMAGE: &str = "docker.io/stasis/busybox-counter:test";
+
+/// The busybox image with the counter workload ([`crate::build_counter`])
+/// in `/bin/counter`, its default command; built once per test process.
+pub fn counter_image() -> &'static ImageBuilder {
+    static IMAGE: OnceLock<ImageBuilder> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = crate::TempDir::new("stasis-counter-image");
+        let counter = dir.path().join("counter");
+        crate::build_counter(&counter);
+        // copy() reads the file: the directory can go.
+        ImageBuilder::busybox(COUNTER_IMAGE)
+            .copy("bin/counter", &counter)
+            .cmd(&["/bin/counter"])
+    })
 }
 
 /// `path` without leading `/` or `./` and trailing `/`.

@@ -2,7 +2,7 @@
 //! with its own runc v2 shim and `BinaryName` = stasis (`ctr run
 //! --runc-binary`), the counter workload (`integration/workloads/counter.c`,
 //! which checks its own 4 MiB heap every iteration) in a busybox image
-//! built here (`stasis_integration::oci_image`), then `ctr task checkpoint`
+//! built here (`stasis_integration::oci_image::counter_image`), then `ctr task checkpoint`
 //! with and without `--exit`, `ctr container checkpoint --task`, and
 //! `ctr container restore --live` into a new container whose counter goes
 //! on from where it was, as pid 1, its memory intact. Also: a checkpoint
@@ -16,48 +16,20 @@ mod cr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cr::{Progress, WAIT};
 use serde_json::Value;
 use stasis_integration::containerd::{runtime_binary_name, Containerd, Leftovers};
-use stasis_integration::oci_image::ImageBuilder;
-use stasis_integration::{stasis_bin, workspace_root, TempDir};
+use stasis_integration::oci_image::{counter_image, COUNTER_IMAGE};
+use stasis_integration::{stasis_bin, workspace_root};
 
-const IMAGE: &str = "docker.io/stasis/busybox-counter:test";
 const CRIU_TAR: &str = "application/vnd.containerd.container.criu.checkpoint.criu.tar";
-
-/// The busybox image with the counter compiled static in `/bin/counter`.
-fn image() -> &'static ImageBuilder {
-    static IMAGE_BUILDER: OnceLock<ImageBuilder> = OnceLock::new();
-    IMAGE_BUILDER.get_or_init(|| {
-        let dir = TempDir::new("stasis-ctd-image");
-        let counter = dir.path().join("counter");
-        let src = workspace_root().join("integration/workloads/counter.c");
-        let out = Command::new("gcc")
-            .args(["-O2", "-static", "-o"])
-            .arg(&counter)
-            .arg(&src)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run gcc (make deps installs it)");
-        assert!(
-            out.status.success(),
-            "gcc: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // copy() reads the file: the directory can go.
-        ImageBuilder::busybox(IMAGE)
-            .copy("bin/counter", &counter)
-            .cmd(&["/bin/counter"])
-    })
-}
 
 /// A private containerd with the image imported.
 fn containerd() -> Containerd {
     let ctd = Containerd::start();
-    ctd.import(image());
+    ctd.import(counter_image());
     ctd
 }
 
@@ -85,7 +57,7 @@ fn run_counter_with(ctd: &Containerd, id: &str, runtime: &Path, cmd: &[&str]) ->
         ctd.fifo_dir().as_os_str(),
         "--log-uri".as_ref(),
         std::ffi::OsStr::new(&log),
-        IMAGE.as_ref(),
+        COUNTER_IMAGE.as_ref(),
         id.as_ref(),
     ] {
         args.push(a.to_os_string());
@@ -101,23 +73,17 @@ fn run_counter_with(ctd: &Containerd, id: &str, runtime: &Path, cmd: &[&str]) ->
 
 /// The counter's state file in the container of host pid `pid`.
 fn progress(pid: i32) -> Option<Progress> {
-    Progress::parse(&fs::read_to_string(format!("/proc/{pid}/root/tmp/state")).ok()?)
+    cr::progress_in(&proc_root(pid))
 }
 
 #[track_caller]
 fn wait_beyond(pid: i32, iter: u64) -> Progress {
-    let start = Instant::now();
-    loop {
-        if let Some(p) = progress(pid).filter(|p| p.iter > iter) {
-            return p;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "counter not past {iter}: {:?}",
-            progress(pid)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cr::wait_beyond_in(&proc_root(pid), iter)
+}
+
+/// The root directory of process `pid`, as the host sees it.
+fn proc_root(pid: i32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root"))
 }
 
 /// `ctr containers info ID`, parsed.
@@ -434,16 +400,11 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
         out.stderr.contains("cannot be checkpointed") && out.stderr.contains("socket"),
         "{out:?}"
     );
-    let bundle = ctd
-        .dir()
-        .join("state/io.containerd.runtime.v2.task")
-        .join(ctd.namespace())
-        .join(id);
-    let dump_log = fs::read_to_string(bundle.join("criu-dump.log")).expect("criu-dump.log");
+    let dump_log = fs::read_to_string(ctd.bundle(id).join("criu-dump.log")).expect("criu-dump.log");
     assert!(dump_log.contains("cannot be checkpointed"), "{dump_log}");
     // No checkpoint image was made, and the counter goes on, unpaused.
     let images = ctd.ctr(&["images", "ls", "-q"]).ok();
-    assert_eq!(images.stdout.trim(), IMAGE, "{images:?}");
+    assert_eq!(images.stdout.trim(), COUNTER_IMAGE, "{images:?}");
     assert_eq!(ctd.task(id), Some((pid, "RUNNING".to_string())));
     let at = progress(pid).unwrap();
     let later = wait_beyond(pid, at.iter + 3);

@@ -9,15 +9,14 @@
 #[allow(dead_code)]
 mod cr;
 
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cr::{private_dirs, Progress};
-use stasis_integration::oci_layout::OciImage;
-use stasis_integration::private_containerd::Containerd;
+use cr::{private_dirs, progress_in, Progress};
+use stasis_integration::containerd::Containerd;
+use stasis_integration::oci_image::{counter_image, COUNTER_IMAGE};
 use stasis_integration::{stasis_bin, unique_id, workspace_root, TempDir};
 
 const RUNTIME: &str = "io.containerd.stasis.v2";
@@ -45,24 +44,6 @@ fn shim_bin() -> PathBuf {
     bin
 }
 
-fn build_counter(dir: &Path) -> PathBuf {
-    let out = dir.join("counter");
-    let src = workspace_root().join("integration/workloads/counter.c");
-    let gcc = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gcc (make deps installs it)");
-    assert!(
-        gcc.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&gcc.stderr)
-    );
-    out
-}
-
 #[track_caller]
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -75,63 +56,77 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn progress_at(state: &Path) -> Option<Progress> {
-    Progress::parse(&fs::read_to_string(state).ok()?)
+/// The task's status as `ctr task ls` shows it.
+#[track_caller]
+fn status(ctrd: &Containerd, id: &str) -> Option<String> {
+    ctrd.task(id).map(|(_, status)| status)
 }
 
-/// The task's status and pid as `ctr task ls` shows them.
-fn task(ctrd: &Containerd, id: &str) -> Option<(String, i32)> {
-    let ls = ctrd.ctr(&["tasks", "ls"]).ok();
-    ls.stdout.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.first() == Some(&id)).then(|| (f[2].to_string(), f[1].parse().unwrap_or(0)))
-    })
-}
-
+/// Polls task `id` until its status is `want`; returns its pid.
 #[track_caller]
 fn wait_status(ctrd: &Containerd, id: &str, want: &str) -> i32 {
     wait_for(&format!("{id} {want}"), || {
-        task(ctrd, id).filter(|(s, _)| s == want).map(|(_, p)| p)
+        ctrd.task(id).filter(|(_, s)| s == want).map(|(p, _)| p)
     })
 }
 
 /// A private containerd with the shim on its PATH and the counter image
-/// imported; the scratch dir holds the shim's state root.
+/// imported; the scratch dir holds the shim's state root. The test process
+/// stays no subreaper: a_dead_shim_is_cleaned_up_by_its_delete_action
+/// watches the init of a killed shim disappear, which would be our zombie.
 struct Setup {
     ctrd: Containerd,
-    image: OciImage,
     shim_root: PathBuf,
     scratch: TempDir,
 }
 
 fn setup() -> Setup {
     let scratch = TempDir::new("stasis-shim");
-    let counter = build_counter(scratch.path());
-    let image = OciImage::busybox(
-        &format!("docker.io/library/stasis-counter:{}", std::process::id()),
-        &[("/bin/counter", &counter)],
-    );
     let shim = shim_bin();
     let shim_root = scratch.path().join("shim-root");
-    let mut path = OsString::from(shim.parent().unwrap());
-    path.push(":");
-    path.push(std::env::var_os("PATH").unwrap_or_default());
-    let ctrd = Containerd::start(
-        &unique_id("stasis"),
-        &[
-            ("PATH", path),
-            ("STASIS_BINARY", stasis_bin().into()),
-            ("STASIS_SHIM_ROOT", shim_root.clone().into()),
-        ],
-    );
-    let tarball = image.tarball.display().to_string();
-    ctrd.ctr(&["images", "import", &tarball]).ok();
+    let ctrd = Containerd::builder()
+        .path_prepend(shim.parent().unwrap())
+        .env("STASIS_BINARY", stasis_bin())
+        .env("STASIS_SHIM_ROOT", &shim_root)
+        .leave_orphans()
+        .start();
+    ctrd.import(counter_image());
     Setup {
         ctrd,
-        image,
         shim_root,
         scratch,
     }
+}
+
+/// `ctr run -d --null-io --runtime io.containerd.stasis.v2` of the counter
+/// image running `cmd`, checked; returns the task's pid once it runs.
+#[track_caller]
+fn run_null_io(ctrd: &Containerd, id: &str, cmd: &[&str]) -> i32 {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--null-io",
+        "--runtime",
+        RUNTIME,
+        COUNTER_IMAGE,
+        id,
+    ];
+    args.extend(cmd);
+    let run = ctrd.ctr(&args);
+    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
+    wait_status(ctrd, id, "RUNNING")
+}
+
+/// [`run_null_io`] of `cmd`, which runs the counter on `/tmp/state`;
+/// returns the task's pid and rootfs once the counter is at iteration 3.
+#[track_caller]
+fn run_counter(ctrd: &Containerd, id: &str, cmd: &[&str]) -> (i32, PathBuf) {
+    let pid = run_null_io(ctrd, id, cmd);
+    let rootfs = ctrd.bundle(id).join("rootfs");
+    wait_for("the counter", || {
+        progress_in(&rootfs).filter(|p| p.iter >= 3)
+    });
+    (pid, rootfs)
 }
 
 /// The shim's socket, as its task's bundle records it.
@@ -153,7 +148,7 @@ fn assert_all_gone(s: &Setup, ids: &[&str]) {
     assert_eq!(ctrd.list("containers"), Vec::<String>::new());
     assert_eq!(ctrd.mounts(), Vec::<String>::new(), "mounts left");
     let entries = |d: &Path| fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
-    let root = s.shim_root.join(&ctrd.namespace);
+    let root = s.shim_root.join(ctrd.namespace());
     assert_eq!(
         entries(&root),
         0,
@@ -169,20 +164,9 @@ fn assert_all_gone(s: &Setup, ids: &[&str]) {
 #[test]
 fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     let s = setup();
-    let (ctrd, image, scratch) = (&s.ctrd, &s.image, &s.scratch);
+    let (ctrd, scratch) = (&s.ctrd, &s.scratch);
     // The event stream, read until the end of the test.
-    let mut events = ctrd
-        .ctr_command(&["events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ctr events");
-    let events_out = events.stdout.take().unwrap();
-    let events_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut { events_out }, &mut text);
-        text
-    });
+    let events = ctrd.events();
 
     // Run: stdout goes to a log file through the shim.
     let (c1, c2) = (unique_id("shim-a"), unique_id("shim-b"));
@@ -195,7 +179,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         RUNTIME,
         "--log-uri",
         &log_uri,
-        &image.name,
+        COUNTER_IMAGE,
         &c1,
         "/bin/counter",
         "/tmp/state",
@@ -203,9 +187,9 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
     let c1_pid = wait_status(ctrd, &c1, "RUNNING");
     let mut sockets = vec![shim_socket(ctrd, &c1)];
-    let state1 = ctrd.bundle(&c1).join("rootfs/tmp/state");
+    let rootfs1 = ctrd.bundle(&c1).join("rootfs");
     let p = wait_for("the counter", || {
-        progress_at(&state1).filter(|p| p.iter >= 5)
+        progress_in(&rootfs1).filter(|p| p.iter >= 5)
     });
     assert_eq!((p.pid, p.errors), (1, 0), "{p:?}");
     let out = wait_for("counter output in the log", || {
@@ -230,11 +214,11 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         ctrd.list("images").contains(&ck_image),
         "{ck_image} not among the images"
     );
-    let after_task_ck = progress_at(&state1).unwrap();
+    let after_task_ck = progress_in(&rootfs1).unwrap();
     wait_for("the counter after the task checkpoint", || {
-        progress_at(&state1).filter(|p| p.iter > after_task_ck.iter + 3)
+        progress_in(&rootfs1).filter(|p| p.iter > after_task_ck.iter + 3)
     });
-    assert_eq!(task(ctrd, &c1).unwrap().0, "RUNNING");
+    assert_eq!(status(ctrd, &c1).unwrap(), "RUNNING");
     // containerd 1.6 refuses to store a second checkpoint whose spec blob
     // is already in its content store (the daemon's commit fails with
     // "already exists", and the client then writes an empty checkpoint
@@ -244,9 +228,9 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     // `ctr container checkpoint --task` (pauses, checkpoints with runc's
     // options, resumes), after the counter has run a while.
     wait_for("30 iterations", || {
-        progress_at(&state1).filter(|p| p.iter >= 30)
+        progress_in(&rootfs1).filter(|p| p.iter >= 30)
     });
-    let before = progress_at(&state1).unwrap();
+    let before = progress_in(&rootfs1).unwrap();
     let reference = format!("stasis.test/checkpoint/{c1}:1");
     let cck = ctrd.ctr(&["containers", "checkpoint", "--task", &c1, &reference]);
     assert_eq!(
@@ -256,11 +240,11 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         ctrd.log()
     );
     assert_eq!(
-        task(ctrd, &c1).unwrap().0,
+        status(ctrd, &c1).unwrap(),
         "RUNNING",
         "resumed after the checkpoint"
     );
-    let after = progress_at(&state1).unwrap();
+    let after = progress_in(&rootfs1).unwrap();
     assert!(after.iter >= before.iter);
 
     // The original goes away completely before the restore.
@@ -285,15 +269,15 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         "ctr container restore: {restore:?}\n{}",
         ctrd.log()
     );
-    let state2 = ctrd.bundle(&c2).join("rootfs/tmp/state");
-    let first = wait_for("the restored counter", || progress_at(&state2));
+    let rootfs2 = ctrd.bundle(&c2).join("rootfs");
+    let first = wait_for("the restored counter", || progress_in(&rootfs2));
     assert!(
         first.iter > before.iter && first.errors == 0 && first.pid == 1,
         "restored {first:?}, checkpointed between {before:?} and {after:?}"
     );
     let c2_pid = wait_status(ctrd, &c2, "RUNNING");
     sockets.push(shim_socket(ctrd, &c2));
-    let xdg = ctrd.dir().join("xdg");
+    let xdg = ctrd.xdg_runtime_dir();
     assert_eq!(
         fs::read_dir(&xdg).unwrap().count(),
         0,
@@ -301,7 +285,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         xdg.display()
     );
     let later = wait_for("the restored counter to go on", || {
-        progress_at(&state2).filter(|p| p.iter > first.iter + 5)
+        progress_in(&rootfs2).filter(|p| p.iter > first.iter + 5)
     });
     assert_eq!(
         later.errors, 0,
@@ -359,16 +343,16 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
 
     // Pause and resume.
     ctrd.ctr(&["tasks", "pause", &c2]).ok();
-    assert_eq!(task(ctrd, &c2).unwrap().0, "PAUSED");
-    let frozen = progress_at(&state2);
+    assert_eq!(status(ctrd, &c2).unwrap(), "PAUSED");
+    let frozen = progress_in(&rootfs2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        progress_at(&state2),
+        progress_in(&rootfs2),
         frozen,
         "the counter moved while paused"
     );
     ctrd.ctr(&["tasks", "resume", &c2]).ok();
-    assert_eq!(task(ctrd, &c2).unwrap().0, "RUNNING");
+    assert_eq!(status(ctrd, &c2).unwrap(), "RUNNING");
 
     // Kill and delete: nothing is left behind.
     ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &c2])
@@ -386,9 +370,7 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
     }
 
     // The shim published what containerd expects, for both containers.
-    let _ = events.kill();
-    let _ = events.wait();
-    let log = events_reader.join().unwrap();
+    let log = events.stop();
     for topic in [
         "/tasks/create",
         "/tasks/start",
@@ -429,25 +411,9 @@ fn checkpoint_options_exit_and_paths_and_update_via_the_task_api() {
     use containerd_shim_protos::TaskClient;
 
     let s = setup();
-    let (ctrd, image) = (&s.ctrd, &s.image);
+    let ctrd = &s.ctrd;
     let id = unique_id("shim-c");
-    let run = ctrd.ctr(&[
-        "run",
-        "-d",
-        "--null-io",
-        "--runtime",
-        RUNTIME,
-        &image.name,
-        &id,
-        "/bin/counter",
-        "/tmp/state",
-    ]);
-    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
-    let pid = wait_status(ctrd, &id, "RUNNING");
-    let state = ctrd.bundle(&id).join("rootfs/tmp/state");
-    wait_for("the counter", || {
-        progress_at(&state).filter(|p| p.iter >= 3)
-    });
+    let (pid, _) = run_counter(ctrd, &id, &["/bin/counter", "/tmp/state"]);
 
     let address =
         fs::read_to_string(ctrd.bundle(&id).join("address")).expect("the shim's address file");
@@ -532,25 +498,9 @@ fn checkpoint_options_exit_and_paths_and_update_via_the_task_api() {
 #[test]
 fn a_dead_shim_is_cleaned_up_by_its_delete_action() {
     let s = setup();
-    let (ctrd, image) = (&s.ctrd, &s.image);
+    let ctrd = &s.ctrd;
     let id = unique_id("shim-d");
-    let run = ctrd.ctr(&[
-        "run",
-        "-d",
-        "--null-io",
-        "--runtime",
-        RUNTIME,
-        &image.name,
-        &id,
-        "/bin/counter",
-        "/tmp/state",
-    ]);
-    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
-    let pid = wait_status(ctrd, &id, "RUNNING");
-    let state = ctrd.bundle(&id).join("rootfs/tmp/state");
-    wait_for("the counter", || {
-        progress_at(&state).filter(|p| p.iter >= 3)
-    });
+    let (pid, _) = run_counter(ctrd, &id, &["/bin/counter", "/tmp/state"]);
     let shims = ctrd.shim_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
     let socket = shim_socket(ctrd, &id);
@@ -561,7 +511,7 @@ fn a_dead_shim_is_cleaned_up_by_its_delete_action() {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     wait_for("containerd to drop the task", || {
-        task(ctrd, &id).is_none().then_some(())
+        ctrd.task(&id).is_none().then_some(())
     });
     ctrd.ctr(&["containers", "delete", &id]).ok();
     assert_all_gone(&s, &[&id]);
@@ -579,13 +529,13 @@ fn a_dead_shim_is_cleaned_up_by_its_delete_action() {
 #[test]
 fn terminals_for_run_and_exec() {
     let s = setup();
-    let (ctrd, image) = (&s.ctrd, &s.image);
+    let ctrd = &s.ctrd;
     let id = unique_id("shim-t");
     let ctr = |args: &str| {
         let cmd = format!(
             "stty cols 91 rows 23; ctr --address {} --namespace {} {args}",
-            ctrd.address.display(),
-            ctrd.namespace
+            ctrd.address().display(),
+            ctrd.namespace()
         );
         let out = Command::new("script")
             .args(["-q", "-e", "-c", &cmd, "/dev/null"])
@@ -599,8 +549,7 @@ fn terminals_for_run_and_exec() {
     };
     const SIZE: &str = r#"n=0; until [ "$(stty size 2>/dev/null)" = "23 91" ] || [ $n -ge 200 ]; do n=$((n+1)); sleep 0.05; done; stty size"#;
     let (code, out) = ctr(&format!(
-        "run -t --runtime {RUNTIME} {} {id} sh -c 'tty; {SIZE}; exit 7'",
-        image.name
+        "run -t --runtime {RUNTIME} {COUNTER_IMAGE} {id} sh -c 'tty; {SIZE}; exit 7'"
     ));
     assert_eq!(code, Some(7), "{out}\n{}", ctrd.log());
     assert!(out.contains("/dev/pts/0") && out.contains("23 91"), "{out}");
@@ -608,18 +557,7 @@ fn terminals_for_run_and_exec() {
     ctrd.ctr(&["containers", "delete", &id]).ok();
 
     // exec -t into a running container.
-    let r = ctrd.ctr(&[
-        "run",
-        "-d",
-        "--null-io",
-        "--runtime",
-        RUNTIME,
-        &image.name,
-        &format!("{id}-b"),
-        "sleep",
-        "1000",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    run_null_io(ctrd, &format!("{id}-b"), &["sleep", "1000"]);
     let (code, out) = ctr(&format!(
         "tasks exec -t --exec-id tty {id}-b sh -c 'tty; {SIZE}'"
     ));
@@ -628,7 +566,7 @@ fn terminals_for_run_and_exec() {
     let c = format!("{id}-b");
     let _ = ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &c]);
     wait_for("the task to stop", || {
-        task(ctrd, &c).filter(|(st, _)| st == "STOPPED").map(|_| ())
+        ctrd.task(&c).filter(|(_, st)| st == "STOPPED").map(|_| ())
     });
     ctrd.ctr(&["tasks", "delete", &c]).ok();
     ctrd.ctr(&["containers", "delete", &c]).ok();
@@ -641,27 +579,10 @@ fn terminals_for_run_and_exec() {
 #[test]
 fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     let s = setup();
-    let (ctrd, image) = (&s.ctrd, &s.image);
+    let ctrd = &s.ctrd;
     let id = unique_id("shim-r");
     let workload = "nc -l -p 7777 & exec /bin/counter /tmp/state";
-    let run = ctrd.ctr(&[
-        "run",
-        "-d",
-        "--null-io",
-        "--runtime",
-        RUNTIME,
-        &image.name,
-        &id,
-        "sh",
-        "-c",
-        workload,
-    ]);
-    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
-    wait_status(ctrd, &id, "RUNNING");
-    let state = ctrd.bundle(&id).join("rootfs/tmp/state");
-    wait_for("the counter", || {
-        progress_at(&state).filter(|p| p.iter >= 3)
-    });
+    let (_, rootfs) = run_counter(ctrd, &id, &["sh", "-c", workload]);
 
     let ck = ctrd.ctr(&["tasks", "checkpoint", &id]);
     assert_ne!(
@@ -676,15 +597,15 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     );
     assert!(dump_log.is_file());
     assert_eq!(
-        task(ctrd, &id).unwrap().0,
+        status(ctrd, &id).unwrap(),
         "RUNNING",
         "resumed after the failed checkpoint"
     );
-    let p = progress_at(&state).unwrap();
+    let p = progress_in(&rootfs).unwrap();
     wait_for("the counter to go on", || {
-        progress_at(&state).filter(|q| q.iter > p.iter + 3)
+        progress_in(&rootfs).filter(|q| q.iter > p.iter + 3)
     });
-    assert_eq!(progress_at(&state).unwrap().errors, 0);
+    assert_eq!(progress_in(&rootfs).unwrap().errors, 0);
     assert!(ctrd
         .list("images")
         .iter()

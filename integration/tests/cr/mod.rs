@@ -7,31 +7,18 @@ use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use stasis_integration::{workspace_root, Bundle, Runtime};
+use stasis_integration::{build_counter, Bundle, Runtime};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A busybox bundle running the counter (compiled static into its rootfs).
 pub fn counter_bundle() -> Bundle {
     let bundle = Bundle::busybox(&["/bin/counter"]);
-    let src = workspace_root().join("integration/workloads/counter.c");
-    let out = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(bundle.rootfs().join("bin/counter"))
-        .arg(&src)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gcc (make deps installs it)");
-    assert!(
-        out.status.success(),
-        "gcc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_counter(&bundle.rootfs().join("bin/counter"));
     bundle
 }
 
@@ -57,26 +44,38 @@ impl Progress {
     }
 }
 
-/// The counter's state file in `bundle`, if written yet.
-pub fn progress(bundle: &Bundle) -> Option<Progress> {
-    Progress::parse(&fs::read_to_string(bundle.rootfs().join("tmp/state")).ok()?)
+/// The counter's state file (`/tmp/state`) under the container root
+/// `root` (a rootfs, or `/proc/PID/root`), if written yet.
+pub fn progress_in(root: &Path) -> Option<Progress> {
+    Progress::parse(&fs::read_to_string(root.join("tmp/state")).ok()?)
 }
 
-/// Waits until the counter is past `iter`.
+/// The counter's state file in `bundle`, if written yet.
+pub fn progress(bundle: &Bundle) -> Option<Progress> {
+    progress_in(&bundle.rootfs())
+}
+
+/// Waits until the counter under the container root `root` is past `iter`.
 #[track_caller]
-pub fn wait_beyond(bundle: &Bundle, iter: u64) -> Progress {
+pub fn wait_beyond_in(root: &Path, iter: u64) -> Progress {
     let start = Instant::now();
     loop {
-        if let Some(p) = progress(bundle).filter(|p| p.iter > iter) {
+        if let Some(p) = progress_in(root).filter(|p| p.iter > iter) {
             return p;
         }
         assert!(
             start.elapsed() < WAIT,
             "counter not past {iter}: {:?}",
-            progress(bundle)
+            progress_in(root)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until the counter in `bundle` is past `iter`.
+#[track_caller]
+pub fn wait_beyond(bundle: &Bundle, iter: u64) -> Progress {
+    wait_beyond_in(&bundle.rootfs(), iter)
 }
 
 /// Asserts the counter does not move for a while (a paused container).
