@@ -3,6 +3,7 @@
 //! namespace) is in the restored container, with its contents and mode, and
 //! the rootfs' `/dev` device nodes are left to the runtime.
 
+#[allow(dead_code)] // this test uses a few of the shared helpers
 mod cr;
 
 use cr::*;
