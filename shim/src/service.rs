@@ -505,16 +505,21 @@ impl Service {
         }
     }
 
-    pub fn pause(&self, id: &str, pause: bool) -> Result<()> {
-        let _op = self.op();
-        let bundle = self.snapshot(id, |c| {
+    /// The bundle of task `id`, which must be running.
+    fn running_bundle(&self, id: &str) -> Result<PathBuf> {
+        self.snapshot(id, |c| {
             if !c.init.running() {
                 return Err(ShimError::FailedPrecondition(format!(
                     "task {id} is not running"
                 )));
             }
             Ok(c.bundle.clone())
-        })?;
+        })
+    }
+
+    pub fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        let _op = self.op();
+        let bundle = self.running_bundle(id)?;
         let verb = if pause { "pause" } else { "resume" };
         self.runtime
             .run(&bundle, &[verb, id], CmdIo::Capture { stdin: None })?;
@@ -535,14 +540,7 @@ impl Service {
     ) -> Result<PathBuf> {
         let opts = crate::checkpoint::decode_options(options)?;
         let _op = self.op();
-        let bundle = self.snapshot(id, |c| {
-            if !c.init.running() {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "task {id} is not running"
-                )));
-            }
-            Ok(c.bundle.clone())
-        })?;
+        let bundle = self.running_bundle(id)?;
         let plan = crate::checkpoint::plan(id, &bundle, path, &opts)?;
         if plan.own_work {
             let _ = std::fs::remove_dir_all(&plan.work);
