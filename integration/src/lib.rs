@@ -164,6 +164,19 @@ impl Drop for TempDir {
     }
 }
 
+/// The applets of `/bin/busybox` (each a link to it in a rootfs' `bin/`).
+pub fn busybox_applets() -> Vec<String> {
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .map(str::to_string)
+        .collect()
+}
+
 /// An OCI bundle whose rootfs is busybox and its applets.
 #[derive(Debug)]
 pub struct Bundle {
@@ -180,14 +193,8 @@ impl Bundle {
             fs::create_dir_all(rootfs.join(d)).expect("create rootfs dirs");
         }
         fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy /bin/busybox");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
-                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-            }
+        for applet in busybox_applets() {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
         }
         fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
         fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("group");

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::json;
@@ -57,14 +56,8 @@ impl ImageBuilder {
         let busybox = fs::read("/bin/busybox")
             .expect("read /bin/busybox: install busybox-static (make deps)");
         image = image.file("bin/busybox", busybox, 0o755);
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if !applet.is_empty() && applet != "busybox" && !applet.contains('/') {
-                image = image.symlink(&format!("bin/{applet}"), "busybox");
-            }
+        for applet in crate::busybox_applets() {
+            image = image.symlink(&format!("bin/{applet}"), "busybox");
         }
         image
             .file(
@@ -306,6 +299,7 @@ fn split_name(path: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
     use super::*;
 
     #[test]

@@ -121,25 +121,9 @@ fn a_second_checkpoint_or_restore_of_a_container_is_refused() {
     drop(run);
 
     // A restore paused mid-memory holds the lock in turn.
-    let args = argv(&[
-        &"restore",
-        &"-d",
-        &"--image-path",
-        &image,
-        &"--bundle",
-        &bundle.path(),
-        &id,
-    ]);
+    let args = restore_argv(&image, &bundle, &id, &[]);
     let mut first = spawn_paused(&rt, &args, "mid-memory");
-    let second = rt.exec(&argv(&[
-        &"restore",
-        &"-d",
-        &"--image-path",
-        &image,
-        &"--bundle",
-        &bundle.path(),
-        &id,
-    ]));
+    let second = rt.exec(&args);
     assert_refused(&second, "restore", &id);
     let ck = rt.exec(&argv(&[&"checkpoint", &"--image-path", &other, &id]));
     assert_refused(&ck, "restore", &id);

@@ -236,8 +236,8 @@ pub fn run_counter(rt: &Runtime, bundle: &Bundle, id: &str) -> Detached {
     run
 }
 
-/// `restore -d --image-path I --bundle B ID [extra…]`.
-pub fn restore(rt: &Runtime, image: &Path, bundle: &Bundle, id: &str, extra: &[&str]) -> Detached {
+/// The argv of `restore -d --image-path I --bundle B [extra…] ID`.
+pub fn restore_argv(image: &Path, bundle: &Bundle, id: &str, extra: &[&str]) -> Vec<OsString> {
     let mut args = argv(&[
         &"restore",
         &"-d",
@@ -248,5 +248,10 @@ pub fn restore(rt: &Runtime, image: &Path, bundle: &Bundle, id: &str, extra: &[&
     ]);
     args.extend(extra.iter().map(OsString::from));
     args.push(id.into());
-    detached(rt, &args)
+    args
+}
+
+/// `restore -d --image-path I --bundle B [extra…] ID`, detached.
+pub fn restore(rt: &Runtime, image: &Path, bundle: &Bundle, id: &str, extra: &[&str]) -> Detached {
+    detached(rt, &restore_argv(image, bundle, id, extra))
 }
