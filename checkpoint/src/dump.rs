@@ -138,12 +138,16 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
         // Everything is copied: the tree may run while we write metadata.
         seized.release();
         stats.frozen_us = t0.elapsed().as_micros() as u64;
+        stats.phases.push(("release", stats.frozen_us));
         finish(&mut tree, &mut copier, w, opts, &parents)?;
+        stats.phases.push(("write", t0.elapsed().as_micros() as u64));
     } else {
         finish(&mut tree, &mut copier, w, opts, &parents)?;
+        stats.phases.push(("write", t0.elapsed().as_micros() as u64));
         fault_point("before-kill")?;
         seized.kill();
         stats.frozen_us = t0.elapsed().as_micros() as u64;
+        stats.phases.push(("kill", stats.frozen_us));
     }
     drop(pre);
     Ok(stats)

@@ -3,9 +3,11 @@
 //!
 //! Dump selects pages with `PAGEMAP_SCAN` (present or swapped, not the zero
 //! page, not page-cache pages of a file: CRIU's selection), then copies them
-//! with one `process_vm_readv` per run straight into the mmap'd image file
-//! (one copy per page), on several threads. VMAs without read permission are
-//! read through `/proc/pid/mem`, which may read them.
+//! on several threads with `process_vm_readv` into a small per-thread
+//! buffer that is hashed and written with `pwrite` while it is in cache (see
+//! [`Copier::run`] for why not through a mapping of the image). VMAs
+//! without read permission are read through `/proc/pid/mem`, which may read
+//! them.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -238,6 +240,7 @@ pub fn dump_vmas(
             pgoff: m.offset,
             kind,
             madvise: madvise_of(m),
+            accounted: !m.shared() && m.perms[1] != b'w' && m.has_flag("ac"),
             pages: Vec::new(),
         };
         let private_data = !m.shared() && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });

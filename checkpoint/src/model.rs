@@ -194,8 +194,25 @@ pub struct Vma {
     pub kind: VmaKind,
     /// MADV_* hints that must be re-applied (VmFlags: dd, dc, hg, nh, wf).
     pub madvise: Vec<i32>,
+    /// A private mapping that is read-only now but was writable once: the
+    /// kernel still charges it to the commit limit (VmFlags "ac"), so it is
+    /// mapped writable and made read-only after its pages are in.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub accounted: bool,
     /// Populated pages of private memory, in address order.
     pub pages: Vec<PageRun>,
+}
+
+impl Vma {
+    /// The protection to map the VMA with on restore: writable while its
+    /// pages go in where [`Vma::accounted`] says so, else its own.
+    pub fn map_prot(&self) -> i32 {
+        if self.accounted && self.flags & libc::MAP_SHARED == 0 {
+            self.prot | libc::PROT_WRITE
+        } else {
+            self.prot
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +240,10 @@ pub struct PageRun {
     /// (`--parent-path`), 2 the parent's parent, and so on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub parent: u32,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &u32) -> bool {

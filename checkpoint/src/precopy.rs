@@ -76,7 +76,7 @@ fn open_uffd(pid: i32, keep: bool) -> std::io::Result<(OwnedFd, Option<i32>)> {
     sys::vm_read(pid, vdso.start, &mut text)?;
     let ip = find_syscall_insn(vdso.start, &text).ok_or_else(|| std::io::Error::other("no syscall instruction"))?;
     let mut r = Remote::new(pid, pid, ip)?;
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | sys::UFFD_USER_MODE_ONLY;
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | sys::uffd::USER_MODE_ONLY;
     let mut fd = r.call(libc::SYS_userfaultfd, &[flags])?;
     let mut kept = None;
     if keep {
@@ -90,7 +90,7 @@ fn open_uffd(pid: i32, keep: bool) -> std::io::Result<(OwnedFd, Option<i32>)> {
     r.finish()?;
     let ours = ours?;
     closed?;
-    sys::uffd_enable_wp_async(ours.as_fd())?;
+    sys::uffd::enable_wp_async(ours.as_fd())?;
     Ok((ours, kept))
 }
 
@@ -201,7 +201,7 @@ impl PreCopy {
                 let pagemap = File::open(format!("/proc/{pid}/pagemap")).ctx(|| format!("open pagemap of {pid}"))?;
                 let mut runs = Vec::new();
                 for m in maps.iter().filter(|m| trackable(m)) {
-                    if sys::uffd_register_wp(t.uffd.as_fd(), m.start, m.end).is_err() {
+                    if sys::uffd::register_wp(t.uffd.as_fd(), m.start, m.end).is_err() {
                         continue;
                     }
                     runs.extend(scan_vma(pid, t, &pagemap, m, true, w, &mut copier)?);

@@ -680,6 +680,7 @@ pub(crate) mod tests {
             pgoff: 0,
             kind,
             madvise: vec![],
+            accounted: false,
             pages,
         }
     }

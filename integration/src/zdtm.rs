@@ -72,6 +72,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("brk_heap", true, &[], &["brk", "pattern"]),
     prog("seccomp", true, &[], &["filters"]),
     prog("creds", true, &[], &["caps", "keepcaps", "nnp"]),
+    prog("anon_bulk", true, &[], &["content", "uffd"]),
 ];
 
 
@@ -628,7 +629,7 @@ impl Run {
 
     pub fn restore(&mut self) -> Result<i32, String> {
         let img = self.img.to_str().expect("utf-8 path").to_string();
-        let out = self.stasis("restore", &["tree", "restore", "--image-path", &img])?;
+        let out = self.stasis("restore", &["--debug", "tree", "restore", "--image-path", &img])?;
         let pid: i32 = out
             .lines()
             .rev()

@@ -380,6 +380,7 @@ fn anon_vma(start: u64, end: u64) -> Vma {
         pgoff: 0,
         kind: VmaKind::Anon,
         madvise: vec![],
+        accounted: false,
         pages: vec![],
     }
 }

@@ -97,6 +97,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("seccomp", Mode::LeaveRunning),
     ("creds", Mode::Kill),
     ("creds", Mode::LeaveRunning),
+    ("anon_bulk", Mode::Kill),
+    ("anon_bulk", Mode::LeaveRunning),
 ];
 
 
@@ -160,6 +162,7 @@ fn cr_kill(run: &mut Run) -> Result<(), String> {
         return Err("the original wrote a result during the dump".into());
     }
     let rpid = run.restore()?;
+    check_fill(run)?;
     run.expect_pass(rpid, "restored root")?;
     run.reap(rpid, "restored root")
 }
@@ -191,8 +194,41 @@ fn cr_leave_running(run: &mut Run) -> Result<(), String> {
     run.wait_unshare()?;
     fs::remove_file(run.state.join("result")).map_err(|e| e.to_string())?;
     let rpid = run.restore()?;
+    check_fill(run)?;
     run.expect_pass(rpid, "restored root")?;
     run.reap(rpid, "restored root")
+}
+
+/// The restore's own count of pages it filled, and of those filled with
+/// `UFFDIO_COPY` (`stasis --debug tree restore` prints both). `anon_bulk`
+/// must get its writable region A and its once-writable region C that way,
+/// and, where page faults in it would allocate huge pages, not its
+/// MADV_HUGEPAGE region B.
+fn check_fill(run: &mut Run) -> Result<(), String> {
+    let err = fs::read_to_string(run.dir.join("restore.stderr")).map_err(|e| format!("read restore.stderr: {e}"))?;
+    let nums: Option<(u64, u64)> = err.lines().find_map(|l| {
+        let rest = l.strip_prefix("restored ")?;
+        let (all, rest) = rest.split_once(" pages (")?;
+        let (uffd, _) = rest.split_once(" by userfaultfd copy)")?;
+        Some((all.parse().ok()?, uffd.parse().ok()?))
+    });
+    let (all, uffd) = nums.ok_or_else(|| format!("restore did not report its page counts: {err:?}"))?;
+    run.step(format!("restore filled {all} pages, {uffd} with UFFDIO_COPY"));
+    if uffd > all {
+        return Err(format!("{uffd} pages by userfaultfd out of {all}"));
+    }
+    if run.prog.name == "anon_bulk" {
+        // A: 24 MiB less every 8th page; B: 8 MiB; C: 6 MiB.
+        let (a, b, c) = ((24 << 20) / 4096 * 7 / 8, (8 << 20) / 4096, (6 << 20) / 4096);
+        if uffd < a + c {
+            return Err(format!("anon_bulk: {uffd} of {all} pages by userfaultfd; want A's and C's {}", a + c));
+        }
+        let thp = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if !thp.contains("[never]") && uffd > all - b {
+            return Err(format!("anon_bulk: {uffd} of {all} pages by userfaultfd, some of B's {b} (THP: {})", thp.trim()));
+        }
+    }
+    Ok(())
 }
 
 fn run_test(name: &str, mode: Mode) {
@@ -263,6 +299,7 @@ zdtm_tests!(
     brk_heap,
     seccomp,
     creds,
+    anon_bulk,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -31,7 +31,6 @@
 #define MAPS_MAX (256 * 1024)
 
 static char maps_before[MAPS_MAX], maps_after[MAPS_MAX];
-static char smaps[1 << 20];
 
 struct area {
 	unsigned long off, pages;
@@ -63,44 +62,14 @@ static void read_maps(char *out)
 }
 #define GD_PAGES 16
 
-/* VmFlags of the VMA starting at addr, with " sd" removed; "" if none. */
-static void vmflags(unsigned long addr, char *out, size_t n)
-{
-	char key[32], *p, *fl;
-	size_t kl;
-
-	out[0] = 0;
-	if (zdtm_read_file("/proc/self/smaps", smaps, sizeof(smaps)) < 0)
-		return;
-	kl = snprintf(key, sizeof(key), "%lx-", addr);
-	for (p = smaps; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
-		if (strncmp(p, key, kl) != 0)
-			continue;
-		fl = strstr(p, "VmFlags:");
-		if (!fl)
-			return;
-		fl += 8;
-		while (*fl && *fl != '\n' && n > 4) {
-			if (fl[0] == ' ' && fl[1] == 's' && fl[2] == 'd' && (fl[3] == ' ' || fl[3] == '\n')) {
-				fl += 3;
-				continue;
-			}
-			*out++ = *fl++;
-			n--;
-		}
-		*out = 0;
-		return;
-	}
-}
-
 static char flags_before[NAREAS + 2][128];
 
 static void all_flags(char out[][128])
 {
 	for (int i = 0; i < NAREAS; i++)
-		vmflags((unsigned long)res + areas[i].off, out[i], 128);
-	vmflags((unsigned long)res + PG * 2, out[NAREAS], 128); /* reservation remainder */
-	vmflags((unsigned long)gd, out[NAREAS + 1], 128);
+		zdtm_vmflags((unsigned long)res + areas[i].off, out[i], 128);
+	zdtm_vmflags((unsigned long)res + PG * 2, out[NAREAS], 128); /* reservation remainder */
+	zdtm_vmflags((unsigned long)gd, out[NAREAS + 1], 128);
 }
 
 int main(int argc, char **argv)

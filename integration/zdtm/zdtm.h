@@ -349,6 +349,38 @@ static inline long zdtm_check_pat(const void *buf, size_t len, uint32_t seed, si
 	return -1;
 }
 
+/* VmFlags of the VMA starting at addr, with " sd" (soft-dirty, which
+ * comes and goes) removed; "" if there is no such VMA. */
+static __attribute__((unused)) void zdtm_vmflags(unsigned long addr, char *out, size_t n)
+{
+	static char smaps[1 << 20];
+	char key[32], *p, *fl;
+	size_t kl;
+
+	out[0] = 0;
+	if (zdtm_read_file("/proc/self/smaps", smaps, sizeof(smaps)) < 0)
+		return;
+	kl = snprintf(key, sizeof(key), "%lx-", addr);
+	for (p = smaps; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+		if (strncmp(p, key, kl) != 0)
+			continue;
+		fl = strstr(p, "VmFlags:");
+		if (!fl)
+			return;
+		fl += 8;
+		while (*fl && *fl != '\n' && n > 4) {
+			if (fl[0] == ' ' && fl[1] == 's' && fl[2] == 'd' && (fl[3] == ' ' || fl[3] == '\n')) {
+				fl += 3;
+				continue;
+			}
+			*out++ = *fl++;
+			n--;
+		}
+		*out = 0;
+		return;
+	}
+}
+
 /* Wait (up to timeout_ms) until fd is readable. 1 readable, 0 timeout. */
 #include <poll.h>
 static __attribute__((unused)) int zdtm_wait_readable(int fd, int timeout_ms)

@@ -17,6 +17,7 @@
 //! A failure at any stage kills the new pid namespace (every stub with it);
 //! the image is only read, so a retry starts from scratch.
 
+mod fill;
 mod morph;
 mod stub;
 
@@ -52,6 +53,8 @@ pub struct Restored {
     pub init_pid: i32,
     pub restore_us: u64,
     pub pages_restored: u64,
+    /// Of those, pages filled in bulk with `UFFDIO_COPY`.
+    pub uffd_pages: u64,
     /// Named stages with their end time since the start of the restore (us).
     pub phases: Vec<(&'static str, u64)>,
 }
@@ -170,7 +173,14 @@ impl Stages {
         for (k, i) in live.into_iter().enumerate() {
             lists[k % workers].push(i);
         }
-        let m = morph::Morph { tree, pages, parents: &self.parents, shmem_fd: &plan.shmem_fd, base: plan.base };
+        let m = morph::Morph {
+            tree,
+            pages,
+            parents: &self.parents,
+            shmem_fd: &plan.shmem_fd,
+            base: plan.base,
+            uffd_pages: Default::default(),
+        };
         let barrier = std::sync::Barrier::new(workers);
         let failed = std::sync::atomic::AtomicBool::new(false);
         let pid_of = &self.pid_of;
@@ -212,10 +222,18 @@ impl Stages {
             let i = errs.iter().position(|e| !e.to_string().contains("another restore worker")).unwrap_or(0);
             return Err(errs.swap_remove(i));
         }
+        let uffd_pages = m.uffd_pages.into_inner();
         self.mark("morph");
         let root_pid = self.pid_of[&tree.root];
         self.init = None;
-        Ok(Restored { root_pid, init_pid: init, restore_us: 0, pages_restored: restored_pages, phases: Vec::new() })
+        Ok(Restored {
+            root_pid,
+            init_pid: init,
+            restore_us: 0,
+            pages_restored: restored_pages,
+            uffd_pages,
+            phases: Vec::new(),
+        })
     }
 
     fn wait_ready(&mut self, ready: OwnedFd, n: usize, init: i32, timeout: Duration) -> Result<()> {

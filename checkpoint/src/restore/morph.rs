@@ -17,6 +17,8 @@ use crate::proc;
 use crate::sys::inject::{find_syscall_insn, Batch, Remote, BATCH_FREE_OFF, BATCH_SCRATCH_LEN};
 use crate::sys::ptrace::{self, Stop};
 
+use super::fill::Filler;
+
 /// Scratch memory: batches run from it; between them single injected
 /// calls (thread creation, draining signals) keep their arguments in the
 /// free part, at `scratch`.
@@ -91,6 +93,8 @@ pub struct Morph<'a> {
     pub shmem_fd: &'a [i32],
     /// First staging fd: everything from here up is closed at the end.
     pub base: i32,
+    /// Pages filled with `UFFDIO_COPY` so far (all tasks).
+    pub uffd_pages: std::sync::atomic::AtomicU64,
 }
 
 impl Morph<'_> {
@@ -183,7 +187,12 @@ impl Morph<'_> {
         }
         b.finish().map_err(e("map memory"))?;
         let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of {vpid}"))?;
-        self.fill(pid, &mem, &mm.vmas)?;
+        let filler = Filler::open(&mut r, pid, &mm.vmas);
+        let filler_fd = filler.as_ref().map(|f| f.in_task);
+        self.fill(pid, &mem, &mm.vmas, filler.as_ref())?;
+        if let Some(f) = filler {
+            f.close().ctx(|| format!("end the page fill of {vpid}"))?;
+        }
 
         // 5. Signals queued by the stub phase (SIGCHLD of zombies) go.
         let st = proc::Status::read(&format!("/proc/{pid}/status")).ctx(|| format!("read status of stub {vpid}"))?;
@@ -210,7 +219,11 @@ impl Morph<'_> {
         buf.extend_from_slice(&(exe_fd as u32).to_le_bytes());
         let map_at = b.put(&buf).map_err(e("write mm map"))?;
         b.call(libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, map_at, buf.len() as u64, 0], "set mm fields").map_err(e("mm"))?;
-        for &fd in opened.values() {
+        for v in mm.vmas.iter().filter(|v| v.map_prot() != v.prot) {
+            b.call(libc::SYS_mprotect, &[v.start, v.end - v.start, v.prot as u64], format!("protect {:#x}", v.start))
+                .map_err(e("mprotect"))?;
+        }
+        for &fd in opened.values().chain(filler_fd.as_ref()) {
             b.call(libc::SYS_close, &[fd], "close helper fd").map_err(e("close"))?;
         }
         b.call(libc::SYS_close_range, &[self.base as u64, u32::MAX as u64, 0], "close staging fds").map_err(e("close"))?;
@@ -277,50 +290,6 @@ impl Morph<'_> {
         Ok(tids)
     }
 
-    /// Writes every dumped page into the task, on two threads: each run is
-    /// checksum-verified, then copied with `process_vm_writev` (or through
-    /// `/proc/pid/mem`, which may write into read-only private mappings).
-    fn fill(&self, pid: i32, mem: &File, vmas: &[Vma]) -> Result<()> {
-        let mut runs: Vec<(&crate::model::PageRun, bool)> =
-            vmas.iter().flat_map(|v| v.pages.iter().map(move |r| (r, v.prot & libc::PROT_WRITE != 0))).collect();
-        runs.sort_by_key(|(r, _)| std::cmp::Reverse(r.data.len));
-        let mut halves: [(u64, Vec<(&crate::model::PageRun, bool)>); 2] = [(0, Vec::new()), (0, Vec::new())];
-        for x in runs {
-            let h = if halves[0].0 <= halves[1].0 { 0 } else { 1 };
-            halves[h].0 += x.0.data.len;
-            halves[h].1.push(x);
-        }
-        let work = |list: Vec<(&crate::model::PageRun, bool)>| -> Result<()> {
-            for (run, writable) in list {
-                let reader = match run.parent {
-                    0 => self.pages,
-                    d => self.parents.get(d as usize - 1).ok_or_else(|| {
-                        Error::Restore(format!("memory at {:#x} is in parent image {d}, which is missing", run.addr))
-                    })?,
-                };
-                let bytes = reader.get_unchecked_sum(&run.data)?;
-                crate::sys::populate_read(bytes);
-                if xxhash_rust::xxh3::xxh3_64(bytes) != run.data.xxh3 {
-                    return Err(Error::Restore(format!("pages.img: checksum mismatch for memory at {:#x} (image corrupt)", run.addr)));
-                }
-                let r = if writable { crate::sys::vm_write(pid, run.addr, bytes) } else { mem.write_all_at(bytes, run.addr) };
-                r.ctx(|| format!("fill memory at {:#x}", run.addr))?;
-            }
-            Ok(())
-        };
-        let [(na, a), (nb, b)] = halves;
-        if na + nb < 4 << 20 {
-            // Not worth two threads.
-            return work(a).and(work(b));
-        }
-        std::thread::scope(|s| {
-            let h = s.spawn(|| work(b));
-            let ra = work(a);
-            let rb = h.join().unwrap_or_else(|_| Err(Error::Restore("fill worker panicked".into())));
-            ra.and(rb)
-        })
-    }
-
     fn map_vma(&self, b: &mut Batch, v: &Vma, opened: &HashMap<(String, bool), u64>) -> std::io::Result<()> {
         let len = v.end - v.start;
         let fixed = libc::MAP_FIXED as u64;
@@ -329,12 +298,12 @@ impl Morph<'_> {
             VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vdso => Ok(()),
             VmaKind::Anon => {
                 let flags = (v.flags | libc::MAP_ANONYMOUS) as u64 | fixed;
-                b.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, flags, u64::MAX, 0], what).map(drop)
+                b.call(libc::SYS_mmap, &[v.start, len, v.map_prot() as u64, flags, u64::MAX, 0], what).map(drop)
             }
             VmaKind::File { path } => {
                 let rw = v.flags & libc::MAP_SHARED != 0 && v.prot & libc::PROT_WRITE != 0;
                 let fd = *opened.get(&(path.clone(), rw)).ok_or_else(|| std::io::Error::other(format!("{path} was not opened")))?;
-                b.call(libc::SYS_mmap, &[v.start, len, v.prot as u64, v.flags as u64 | fixed, fd, v.pgoff], format!("{what} ({path})"))
+                b.call(libc::SYS_mmap, &[v.start, len, v.map_prot() as u64, v.flags as u64 | fixed, fd, v.pgoff], format!("{what} ({path})"))
                     .map(drop)
             }
             VmaKind::Shmem { id } => {

@@ -4,6 +4,7 @@
 
 pub mod inject;
 pub mod ptrace;
+pub mod uffd;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -177,8 +178,11 @@ pub fn pagemap_scan(
             return Err(io::Error::last_os_error());
         }
         for r in &regions[..n as usize] {
+            // A region reported again by the next call (see
+            // `pagemap_scan_regions`) is only added where it is new.
             match out.last_mut() {
-                Some(last) if last.1 == r.start => last.1 = r.end,
+                Some(last) if r.end <= last.1 => {}
+                Some(last) if r.start <= last.1 => last.1 = r.end,
                 _ => out.push((r.start, r.end)),
             }
         }
@@ -430,38 +434,6 @@ pub fn populate_read(bytes: &[u8]) {
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
 }
 
-// --- userfaultfd write-protect tracking ----------------------------------------
-
-pub const UFFD_USER_MODE_ONLY: u64 = 1;
-const UFFD_API: u64 = 0xAA;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-const UFFDIO_API: libc::c_ulong = 0xC018_AA3F; // _IOWR(0xAA, 0x3F, struct uffdio_api)
-const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00; // _IOWR(0xAA, 0x00, struct uffdio_register)
-const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-
-/// Enables asynchronous write-protect tracking on a fresh userfaultfd:
-/// writes to protected pages are resolved by the kernel itself (no fault is
-/// delivered to us), which only clears the page's "protected" bit, so
-/// `PAGEMAP_SCAN` can later report it as written.
-pub fn uffd_enable_wp_async(uffd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut api: [u64; 3] = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
-    // SAFETY: UFFDIO_API reads and writes one struct uffdio_api (3 u64).
-    if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Registers `[start, end)` of the uffd's process for write-protect tracking.
-pub fn uffd_register_wp(uffd: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
-    let mut reg: [u64; 4] = [start, end - start, UFFDIO_REGISTER_MODE_WP, 0];
-    // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register (4 u64).
-    if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, reg.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// One region reported by [`pagemap_scan_regions`], with its categories.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanRegion {
@@ -494,7 +466,15 @@ pub fn pagemap_scan_regions(pagemap: BorrowedFd<'_>, start: u64, end: u64, anyof
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        out.extend(regions[..n as usize].iter().map(|r| ScanRegion { start: r.start, end: r.end, categories: r.categories }));
+        // When the vector fills up, the next call may report again a part
+        // of what this one did (seen with PM_SCAN_WP_MATCHING): the first
+        // report stands, which was taken before that call re-protected it.
+        for r in &regions[..n as usize] {
+            let done = out.last().map_or(0, |l: &ScanRegion| l.end);
+            if r.end > done {
+                out.push(ScanRegion { start: r.start.max(done), end: r.end, categories: r.categories });
+            }
+        }
         if arg.walk_end <= cur {
             break;
         }

@@ -302,6 +302,10 @@ fn success_log(
         ms(st.memwrite_us),
         ms(wall_us)
     );
+    if !st.phases.is_empty() {
+        let list: Vec<String> = st.phases.iter().map(|(name, us)| format!("{name} {:.1}", ms(*us))).collect();
+        let _ = writeln!(s, "engine phases end at (ms): {}", list.join(", "));
+    }
     let after = if leave_running {
         "left running"
     } else {

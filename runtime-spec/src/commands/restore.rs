@@ -343,8 +343,8 @@ fn success_log(id: &str, paths: &Paths, r: &Restored, create_us: u64, wall_us: u
     let _ = writeln!(s, "bundle: {}", paths.bundle.display());
     let _ = writeln!(
         s,
-        "init pid {} (host), {} pages restored",
-        r.root_pid, r.pages_restored
+        "init pid {} (host), {} pages restored ({} by userfaultfd copy)",
+        r.root_pid, r.pages_restored, r.uffd_pages
     );
     let _ = writeln!(
         s,

@@ -31,10 +31,13 @@ pub fn dump(global: &GlobalOpts, opts: &TreeDumpOpts) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn restore(_global: &GlobalOpts, opts: &TreeRestoreOpts) -> anyhow::Result<i32> {
+pub fn restore(global: &GlobalOpts, opts: &TreeRestoreOpts) -> anyhow::Result<i32> {
     let ropts = RestoreOptions { image_dir: opts.image_path.clone(), inherit_stdio: true, ..Default::default() };
     let r = stasis_checkpoint::restore(&ropts)
         .with_context(|| format!("restore process tree from {}", opts.image_path.display()))?;
+    if global.debug {
+        eprintln!("restored {} pages ({} by userfaultfd copy) in {} us", r.pages_restored, r.uffd_pages, r.restore_us);
+    }
     println!("{}", r.root_pid);
     Ok(0)
 }
