@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::error::{fault_point, Context, Error, Result};
 use crate::image::PagesWriter;
-use crate::memory::{Copier, Source};
+use crate::copier::{Copier, Source};
 use crate::model::{FdImage, FileImage, FileKind};
 use crate::proc;
 use crate::shmem::ShmemTable;

@@ -14,6 +14,7 @@ mod files;
 pub mod freezer;
 pub mod image;
 pub mod inspect;
+mod copier;
 mod memory;
 pub mod model;
 mod precopy;

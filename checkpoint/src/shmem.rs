@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use crate::error::{Context, Error, Result};
 use crate::image::PagesWriter;
-use crate::memory::{chunks, Copier, Source};
+use crate::copier::{Copier, Source};
+use crate::memory::chunks;
 use crate::model::{PageRun, ShmemImage, ShmemKind, VmaKind};
 use crate::proc::MapEntry;
 use crate::sys::{self, Mmap};
