@@ -21,6 +21,7 @@
 //! (a real kill at a moment seen from outside), and at every fault point
 //! (`STASIS_FAULT_SLEEP=<point>` pauses there): the tree must run on
 //! untraced and pass its checks, a killed restore must leave nothing.
+//! A disk that fills up mid-copy fails the dump the same harmless way.
 //! Finally, a dump never overwrites or follows what is already in the
 //! image directory.
 //!
@@ -567,6 +568,50 @@ fn sigkill_mid_copy(run: &mut Run) -> Result<(), String> {
     run.reap(pid, "original")
 }
 
+/// A tmpfs of `mib` MiB mounted on `dir` for as long as it lives.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, mib: u32) -> Result<SmallDisk, String> {
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !o.status.success() {
+            return Err(format!("mount a {mib} MiB tmpfs: {}", String::from_utf8_lossy(&o.stderr)));
+        }
+        Ok(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The disk fills up in the middle of the page copy (64 MiB of memory, a
+/// 16 MiB tmpfs for the image): the dump fails saying so, removes what it
+/// wrote, and the tree runs on untouched; with room again, a retry works.
+fn full_disk(run: &mut Run) -> Result<(), String> {
+    fs::write(run.state.join("mib"), "64").map_err(|e| e.to_string())?;
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    {
+        let _disk = SmallDisk::mount(&run.img, 16)?;
+        let args = run.dump_args(pid, false);
+        let o = run.stasis_outcome("dump-full", &strs(&args), &[])?;
+        expect_failure(&o, "write pages.img: No space left on device")?;
+        check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump: {e}"))?;
+        expect_no_image(&run.img)?;
+    }
+    if run.state.join("result").exists() {
+        return Err("the program wrote a result during the failed dump".into());
+    }
+    retry_dump(run, pid, &tree, true)
+}
+
 /// `STASIS_FAULT_SLEEP` at every dump point, killing and --leave-running
 /// dumps; SIGKILL during the pause.
 fn sigkill_dump_points(run: &mut Run) -> Result<(), String> {
@@ -756,6 +801,12 @@ fn leave_running_dump_faults() {
 fn sigkill_dump_mid_copy() {
     let _g = serial();
     with_run(&BIGMEM, "sigkill-copy", sigkill_mid_copy);
+}
+
+#[test]
+fn dump_to_full_disk() {
+    let _g = serial();
+    with_run(&BIGMEM, "full-disk", full_disk);
 }
 
 #[test]
