@@ -146,7 +146,8 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
         finish(&mut tree, &mut copier, w, opts, &parents)?;
         stats.phases.push(("write", t0.elapsed().as_micros() as u64));
         fault_point("before-kill")?;
-        seized.kill();
+        let large = large_processes(&seized, &tree);
+        seized.kill(&large);
         stats.frozen_us = t0.elapsed().as_micros() as u64;
         stats.phases.push(("kill", stats.frozen_us));
     }
@@ -221,10 +222,6 @@ fn collect(
     let mut tasks = Vec::with_capacity(seized.tasks.len());
     let mut stats = DumpStats { tasks: seized.tasks.len(), ..Default::default() };
     let mut vdso_sum = None;
-    let locks = proc::lock_holders().ctx(|| "read /proc/locks".into())?;
-    if let Some(t) = seized.tasks.iter().find(|t| locks.contains(&t.pid)) {
-        return Err(Error::Unsupported { pid: ids.vpid[&t.pid], what: "a file lock (flock or POSIX lock)".into() });
-    }
     for (i, st) in seized.tasks.iter().enumerate() {
         let ppid = if i == 0 { 0 } else { ids.vpid.get(&st.status.ppid).copied().unwrap_or(0) };
         let t = dump_task(st, ppid, &ids, &mut files, &mut shm, w, &mut copier, &mut vdso_sum, pre)?;
@@ -297,6 +294,24 @@ fn finish(tree: &mut TreeImage, copier: &mut Copier, w: &PagesWriter, opts: &Dum
     Ok(())
 }
 
+/// Processes with this much dumped memory get help freeing it when killed.
+const LARGE_PROCESS: u64 = 64 << 20;
+
+/// Host pids of the dumped processes with at least [`LARGE_PROCESS`] bytes
+/// of private pages (`tree.tasks` follows `seized.tasks`).
+fn large_processes(seized: &Seized, tree: &TreeImage) -> Vec<i32> {
+    seized
+        .tasks
+        .iter()
+        .zip(&tree.tasks)
+        .filter(|(_, t)| {
+            let bytes: u64 = t.mm.iter().flat_map(|mm| &mm.vmas).flat_map(|v| &v.pages).map(|r| r.data.len).sum();
+            bytes >= LARGE_PROCESS
+        })
+        .map(|(s, _)| s.pid)
+        .collect()
+}
+
 fn host_info() -> HostInfo {
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     HostInfo { kernel, xcr0: 0, page_size: 4096 }
@@ -349,9 +364,9 @@ fn dump_task(
         t.state = TaskState::Stopped { signal: libc::SIGSTOP };
     }
     let stat = proc::Stat::read(&format!("/proc/{pid}/stat")).ctx(|| format!("read stat of {vpid}"))?;
-    let maps = match pre {
-        Some(p) => p.maps(pid),
-        None => proc::smaps(pid),
+    let (maps, scans) = match pre {
+        Some(p) => p.maps(pid).map(|m| (m, None)),
+        None => memory::maps_and_scans(pid),
     }
     .ctx(|| format!("read mappings of {vpid}"))?;
     let vdso = maps
@@ -400,7 +415,7 @@ fn dump_task(
     t.oom_score_adj = task::read_num(&format!("/proc/{pid}/oom_score_adj")) as i32;
     let root_prefix = "/";
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ctx(|| format!("read exe of {vpid}"))?;
-    let vmas = memory::dump_vmas(pid, vpid, &maps, root_prefix, shm, w, copier, pre)?;
+    let vmas = memory::dump_vmas(pid, vpid, &maps, root_prefix, shm, w, copier, pre, scans.as_ref())?;
     t.mm = Some(MmImage {
         vmas,
         start_code: stat.start_code,

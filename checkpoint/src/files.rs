@@ -90,6 +90,11 @@ impl FileTable {
                 Err(e) => return Err(e).ctx(|| format!("read link of fd {fd} of task {vpid}")),
             };
             let info = proc::fdinfo(pid, fd).ctx(|| format!("read fdinfo {fd} of task {vpid}"))?;
+            // Locks are looked up per fd: reading /proc/locks waits for an
+            // RCU grace period (10-15 ms here) every time.
+            if let Some(kind) = &info.lock {
+                return Err(Error::Unsupported { pid: vpid, what: format!("fd {fd} ({link}, with a {kind} file lock)") });
+            }
             let st = nix::sys::stat::stat(fdpath.as_str()).ctx(|| format!("stat fd {fd} of task {vpid}"))?;
             let key = (st.st_dev, st.st_ino);
             let mut found = None;

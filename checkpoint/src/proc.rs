@@ -233,17 +233,6 @@ pub fn mount_ids(pid: i32) -> io::Result<std::collections::HashSet<i32>> {
     Ok(text.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect())
 }
 
-/// Pids holding a file lock (flock, POSIX, OFD), from `/proc/locks`.
-pub fn lock_holders() -> io::Result<std::collections::HashSet<i32>> {
-    let text = fs::read_to_string("/proc/locks")?;
-    // "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (OFD locks show pid -1).
-    Ok(text
-        .lines()
-        .filter(|l| !l.contains("->"))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<i32>().ok())
-        .collect())
-}
-
 /// Thread ids of process `pid`.
 pub fn threads(pid: i32) -> io::Result<Vec<i32>> {
     let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))?
@@ -278,6 +267,8 @@ pub struct FdInfo {
     pub flags: i32,
     pub mnt_id: i32,
     pub ino: u64,
+    /// The kind of the first file lock listed (FLOCK, POSIX, OFDLCK, LEASE).
+    pub lock: Option<String>,
 }
 
 pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
@@ -292,6 +283,8 @@ pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
             "flags" => i.flags = i32::from_str_radix(v, 8).map_err(|_| bad("flags", &path))?,
             "mnt_id" => i.mnt_id = v.parse().unwrap_or(0),
             "ino" => i.ino = v.parse().unwrap_or(0),
+            // "lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+            "lock" if i.lock.is_none() => i.lock = Some(v.split_whitespace().nth(1).unwrap_or("?").to_string()),
             _ => {}
         }
     }

