@@ -42,35 +42,43 @@ fn status_field(pid: u32, key: &str) -> String {
     s.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default()
 }
 
-#[test]
-fn a_tcp_socket_is_refused_and_the_tree_runs_on() {
-    let tmp = TempDir::new("stasis-unsupported");
-    let bin = build(tmp.path(), "tcp_listener");
-    let mut child = Command::new(&bin)
-        .arg(tmp.path())
+/// Starts `bin` with `args`, its stdio on /dev/null.
+fn start(bin: &Path, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    Command::new(bin)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start listener");
-    let pid = child.id();
-    let (n0, port) = wait_beyond(tmp.path(), 0);
-    let image = tmp.path().join("img");
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
+}
 
+/// `stasis tree dump` of `pid` into `image`, which must fail (exit 1) and
+/// leave nothing that could pass for a checkpoint; returns its stderr.
+fn refused_dump(pid: u32, image: &Path) -> String {
     let out = Command::new(stasis_bin())
         .args(["tree", "dump", "--pid", &pid.to_string(), "--image-path"])
-        .arg(&image)
+        .arg(image)
         .output()
         .expect("run stasis");
-    let _ = child.try_wait();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "the dump must fail: {err}");
+    assert!(!image.join("inventory.img").exists() && !image.join("pages.img").exists());
+    err
+}
+
+#[test]
+fn a_tcp_socket_is_refused_and_the_tree_runs_on() {
+    let tmp = TempDir::new("stasis-unsupported");
+    let bin = build(tmp.path(), "tcp_listener");
+    let mut child = start(&bin, &[tmp.path().as_os_str()]);
+    let pid = child.id();
+    let (n0, port) = wait_beyond(tmp.path(), 0);
+    let err = refused_dump(pid, &tmp.path().join("img"));
     assert!(
         err.contains(&format!("task {pid}")) && err.contains("fd 3") && err.contains("socket"),
         "message must name the task, fd and kind: {err}"
     );
-    // Nothing of the failed image is left that could pass for a checkpoint.
-    assert!(!image.join("inventory.img").exists() && !image.join("pages.img").exists());
 
     // Untouched: running, not traced, still counting and serving.
     assert_eq!(status_field(pid, "TracerPid:"), "0");
@@ -115,29 +123,14 @@ fn file_locks_are_refused_and_stay_held() {
     for (kind, shown) in [("flock", "FLOCK"), ("posix", "POSIX"), ("ofd", "OFDLCK")] {
         let dir = tmp.path().join(kind);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new(&bin)
-            .arg(&dir)
-            .arg(kind)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start file_lock");
+        let mut child = start(&bin, &[dir.as_os_str(), kind.as_ref()]);
         let pid = child.id();
         let (n0, _) = wait_beyond(&dir, 0);
-        let image = dir.join("img");
-        let out = Command::new(stasis_bin())
-            .args(["tree", "dump", "--pid", &pid.to_string(), "--image-path"])
-            .arg(&image)
-            .output()
-            .expect("run stasis");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{kind}: the dump must fail: {err}");
+        let err = refused_dump(pid, &dir.join("img"));
         assert!(
             err.contains(&format!("task {pid}: fd 3 (")) && err.contains(&format!("with a {shown} file lock")),
             "{kind}: message must name the task, fd and lock: {err}"
         );
-        assert!(!image.join("inventory.img").exists() && !image.join("pages.img").exists());
         assert_eq!(status_field(pid, "TracerPid:"), "0");
         assert!(!status_field(pid, "State:").starts_with('T'));
         let (n1, _) = wait_beyond(&dir, n0 + 5);
