@@ -91,7 +91,8 @@ const PIPELINE_DEPTH: usize = 6;
 /// exclusively (ext4), so writers on several threads mostly wait for each
 /// other (perf on memhog2048: 11% of all cycles spinning on that lock);
 /// reading and hashing go on in parallel with the single writer instead.
-/// Returns one result per thread; a failed thread stops the others.
+/// Returns one result per thread, the writer's first; a failed writer
+/// stops the readers (their next buffer has nowhere to go).
 fn pipeline(file: &File, jobs: Vec<&CopyJob>, readers: usize, tolerate: bool) -> Vec<Result<Vec<(u64, u64)>>> {
     let mut buckets: Vec<(u64, Vec<&CopyJob>)> = (0..readers).map(|_| (0, Vec::new())).collect();
     for j in jobs {

@@ -1,7 +1,7 @@
 //! Turning a stub into the dumped process, driven over ptrace (engine note
 //! §5.5, "option A"): the engine injects syscalls into the stopped stub to
 //! drop its own mappings, move the kernel's vdso block to the dumped
-//! address, map every dumped VMA, fills pages through `/proc/pid/mem`, sets
+//! address, map every dumped VMA, fill its pages ([`super::fill`]), set
 //! the mm fields, creates the other threads with `clone3(set_tid)`,
 //! restores per-thread state and credentials, and finally loads registers,
 //! xsave state and signal masks. Nothing runs until the engine detaches.
