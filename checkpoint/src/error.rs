@@ -45,10 +45,10 @@ impl<T> Context<T> for nix::Result<T> {
 /// Every named fault point, in the order a dump or a restore reaches them.
 ///
 /// `STASIS_FAULT=<name>[,<name>...]` makes the engine fail at that point
-/// with [`Error::Fault`] ("injected fault at <name>"), exactly as a real
+/// with [`Error::Fault`] (`injected fault at <name>`), exactly as a real
 /// error there would: the failure paths are what the tests exercise.
 /// `STASIS_FAULT_SLEEP=<name>[,<name>...]` instead prints
-/// "stasis: pausing at <name>" on stderr and sleeps
+/// `stasis: pausing at <name>` on stderr and sleeps
 /// [`FAULT_SLEEP`] there before going on, so a test can SIGKILL the engine
 /// at a known point. Both are for tests only; unknown names never match.
 ///

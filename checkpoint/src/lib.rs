@@ -1,8 +1,8 @@
 //! stasis-checkpoint: the checkpoint/restore engine.
 //!
-//! It takes a live process tree and writes an image ([`dump`]); it takes an
+//! It takes a live process tree and writes an image ([`dump`](fn@dump)); it takes an
 //! image and recreates the tree with the same pids in a fresh pid namespace
-//! ([`restore`]). It knows nothing of OCI: the runtime (`stasis`) decides
+//! ([`restore`](fn@restore)). It knows nothing of OCI: the runtime (`stasis`) decides
 //! which tree, which namespaces and which stdio.
 //!
 //! Unsafe code and raw system calls live in [`sys`] (and the restore stub,

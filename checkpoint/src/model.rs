@@ -301,7 +301,7 @@ pub enum FileKind {
     /// A memfd; contents in shared memory object `shmem`.
     Memfd { shmem: u32 },
     /// A file description from outside the tree (typically a stdio pipe of
-    /// the container's caller, `key` = "pipe:[ino]"): the restorer supplies
+    /// the container's caller, `key` = "pipe:\[ino\]"): the restorer supplies
     /// its replacement, as runc does with `descriptors.json`.
     Inherited { key: String },
 }

@@ -8,10 +8,10 @@
 //!    lists, replacements for inherited stdio;
 //! 3. **fork**: `clone3(CLONE_NEWPID)` the root stub (pid 1, or a helper
 //!    init when the tree root is not pid 1); the stubs build the tree with
-//!    `clone3(set_tid)` and report ready ([`stub`]); SysV segments are made
+//!    `clone3(set_tid)` and report ready (`stub.rs`); SysV segments are made
 //!    meanwhile inside the new IPC namespace;
 //! 4. **seize**: find the stubs' host pids and stop them under ptrace;
-//! 5. **morph**: rebuild each stub into its dumped process ([`morph`]);
+//! 5. **morph**: rebuild each stub into its dumped process (`morph.rs`, `fill.rs`);
 //! 6. **release**: re-stop stopped tasks, detach everyone at once.
 //!
 //! A failure at any stage kills the new pid namespace (every stub with it);
