@@ -79,8 +79,15 @@ impl Filler {
         }
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | uffd::USER_MODE_ONLY;
         let in_task = r.call(libc::SYS_userfaultfd, &[flags]).ok()?;
-        let ours = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), in_task as i32));
-        let mut f = Filler { uffd: ours.ok()?, in_task, ranges: Vec::new() };
+        let uffd = match sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), in_task as i32)) {
+            Ok(fd) => fd,
+            Err(_) => {
+                // Not left behind in the task: closing it there is all it takes.
+                let _ = r.call(libc::SYS_close, &[in_task]);
+                return None;
+            }
+        };
+        let mut f = Filler { uffd, in_task, ranges: Vec::new() };
         if uffd::enable_fill(f.uffd.as_fd()).is_err() {
             return Some(f); // nothing registered: everything by process_vm_writev
         }
