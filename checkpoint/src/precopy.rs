@@ -77,8 +77,7 @@ fn open_uffd(pid: i32, keep: bool) -> std::io::Result<(OwnedFd, Option<i32>)> {
     sys::vm_read(pid, vdso.start, &mut text)?;
     let ip = find_syscall_insn(vdso.start, &text).ok_or_else(|| std::io::Error::other("no syscall instruction"))?;
     let mut r = Remote::new(pid, pid, ip)?;
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | sys::uffd::USER_MODE_ONLY;
-    let mut fd = r.call(libc::SYS_userfaultfd, &[flags])?;
+    let mut fd = r.call(libc::SYS_userfaultfd, &[sys::uffd::CREATE_FLAGS])?;
     let mut kept = None;
     if keep {
         let high = r.call(libc::SYS_fcntl, &[fd, libc::F_DUPFD_CLOEXEC as u64, TRACKER_FD_MIN])?;

@@ -77,8 +77,7 @@ impl Filler {
         if bytes < UFFD_MIN_BYTES {
             return None;
         }
-        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | uffd::USER_MODE_ONLY;
-        let in_task = r.call(libc::SYS_userfaultfd, &[flags]).ok()?;
+        let in_task = r.call(libc::SYS_userfaultfd, &[uffd::CREATE_FLAGS]).ok()?;
         let uffd = match sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), in_task as i32)) {
             Ok(fd) => fd,
             Err(_) => {

@@ -17,7 +17,10 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// `userfaultfd(2)` flag: only faults from user mode are handled. Creating
 /// such a uffd needs no privilege whatever `vm.unprivileged_userfaultfd` says;
 /// the engine never serves faults, so it loses nothing.
-pub const USER_MODE_ONLY: u64 = 1;
+const USER_MODE_ONLY: u64 = 1;
+/// Flags of every userfaultfd the engine creates inside a process (by an
+/// injected `userfaultfd(2)`).
+pub const CREATE_FLAGS: u64 = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | USER_MODE_ONLY;
 const UFFD_API: u64 = 0xAA;
 const FEATURE_WP_ASYNC: u64 = 1 << 15;
 const UFFDIO_API: libc::c_ulong = 0xC018_AA3F; // _IOWR(0xAA, 0x3F, struct uffdio_api)
