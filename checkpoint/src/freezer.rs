@@ -70,7 +70,13 @@ impl Freezer {
 
     /// Freezes the cgroup and waits until every task is frozen.
     pub fn freeze(&self) -> io::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.freeze_within(Duration::from_secs(10))
+    }
+
+    /// Freezes the cgroup and waits at most `limit` for every task to be
+    /// frozen; on a timeout the cgroup is thawed again.
+    pub fn freeze_within(&self, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
         let mut delay = Duration::from_micros(100);
         loop {
             match self {
