@@ -156,10 +156,10 @@ impl Copier {
             if depth > 0 {
                 let reader = parents.get(depth as usize - 1).ok_or_else(|| Error::Restore(format!("no parent image at depth {depth}")))?;
                 let b = reader.get_unchecked_sum(&Blob { off, len, xxh3: 0 })?;
-                out.insert((depth, off), xxhash_rust::xxh3::xxh3_64(b));
+                out.insert((depth, off), crate::checksum::of(b));
                 continue;
             }
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let mut h = crate::checksum::Stream::new();
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(BUF_LEN as u64) as usize;
@@ -229,10 +229,10 @@ fn copy_jobs(jobs: Vec<&CopyJob>, tolerate: bool, sink: &mut dyn Sink) -> Result
 }
 
 fn copy_one(sink: &mut dyn Sink, j: &CopyJob) -> Result<(u64, u64)> {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut h = crate::checksum::Stream::new();
     let write = |e: std::io::Error| Error::Io { context: "write pages.img".into(), cause: e };
     // In-memory sources are copied piece by piece into buffers too.
-    let from_slice = |sink: &mut dyn Sink, h: &mut xxhash_rust::xxh3::Xxh3, b: &[u8]| -> Result<()> {
+    let from_slice = |sink: &mut dyn Sink, h: &mut crate::checksum::Stream, b: &[u8]| -> Result<()> {
         for (k, piece) in b.chunks(BUF_LEN).enumerate() {
             let mut buf = sink.buffer().map_err(write)?;
             buf[..piece.len()].copy_from_slice(piece);

@@ -375,7 +375,7 @@ fn dump_task(
         .ok_or_else(|| Error::Unsupported { pid: vpid, what: "a process without a vdso".into() })?;
     let mut text = vec![0u8; (vdso.end - vdso.start) as usize];
     sys::vm_read(pid, vdso.start, &mut text).ctx(|| format!("read vdso of {vpid}"))?;
-    *vdso_sum = Some(xxhash_rust::xxh3::xxh3_64(&text));
+    *vdso_sum = Some(crate::checksum::of(&text));
     let ip = find_syscall_insn(vdso.start, &text)
         .ok_or_else(|| Error::Unsupported { pid: vpid, what: "a vdso without a syscall instruction".into() })?;
     for &tid in &st.tids {

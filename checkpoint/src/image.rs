@@ -47,7 +47,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
+use crate::checksum::of as xxh3_64;
 
 use crate::model::{Blob, TreeImage};
 

@@ -14,6 +14,7 @@ mod files;
 pub mod freezer;
 pub mod image;
 pub mod inspect;
+mod checksum;
 mod copier;
 mod memory;
 pub mod model;

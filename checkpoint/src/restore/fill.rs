@@ -142,7 +142,7 @@ impl Morph<'_> {
                 };
                 let bytes = reader.get_unchecked_sum(&run.data)?;
                 sys::populate_read(bytes);
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                let mut h = crate::checksum::Stream::new();
                 for (k, piece) in bytes.chunks(FILL_PIECE).enumerate() {
                     h.update(piece);
                     let at = run.addr + (k * FILL_PIECE) as u64;
