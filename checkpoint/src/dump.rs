@@ -80,6 +80,8 @@ pub struct DumpStats {
     pub pages_scanned: u64,
     /// Named phases with their end time since the start of the frozen pass (us).
     pub phases: Vec<(&'static str, u64)>,
+    /// Killed processes whose memory the engine freed alongside their exit.
+    pub reaped: usize,
 }
 
 /// Files a dump creates in the image directory.
@@ -147,7 +149,7 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
         stats.phases.push(("write", t0.elapsed().as_micros() as u64));
         fault_point("before-kill")?;
         let large = large_processes(&seized, &tree);
-        seized.kill(&large);
+        stats.reaped = seized.kill(&large);
         stats.frozen_us = t0.elapsed().as_micros() as u64;
         stats.phases.push(("kill", stats.frozen_us));
     }

@@ -254,8 +254,9 @@ impl Seized {
     /// freezer the tree is frozen again first (ptrace-stopped tasks freeze at
     /// once, and a frozen task does not wake for SIGKILL), killed, and thawed
     /// once the reaper has started. Elsewhere (v2 freezes do not hold back a
-    /// SIGKILL) the process frees its memory alone.
-    pub fn kill(mut self, large: &[i32]) {
+    /// SIGKILL) the process frees its memory alone. Returns how many
+    /// processes the reapers freed.
+    pub fn kill(mut self, large: &[i32]) -> usize {
         let pidfds: Vec<_> = large.iter().filter_map(|&pid| crate::sys::pidfd_open(pid).ok()).collect();
         let hold = match &self.freezer {
             Some(fz @ Freezer::V1(_)) if !pidfds.is_empty() => fz.freeze_within(std::time::Duration::from_millis(100)).is_ok(),
@@ -269,16 +270,19 @@ impl Seized {
         for t in &self.tasks {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
         }
-        std::thread::scope(|s| {
+        let reaped = std::thread::scope(|s| {
             let (started, on_start) = std::sync::mpsc::channel();
-            for fd in &pidfds {
-                let started = started.clone();
-                s.spawn(move || {
-                    let _ = started.send(());
-                    // Best effort: on any error the process frees it all itself.
-                    let _ = crate::sys::process_mrelease(std::os::fd::AsFd::as_fd(fd));
-                });
-            }
+            let reapers: Vec<_> = pidfds
+                .iter()
+                .map(|fd| {
+                    let started = started.clone();
+                    s.spawn(move || {
+                        let _ = started.send(());
+                        // Best effort: on any error the process frees it all itself.
+                        crate::sys::process_mrelease(std::os::fd::AsFd::as_fd(fd)).is_ok()
+                    })
+                })
+                .collect();
             drop(started);
             if hold {
                 // Give the reapers a moment to get into the kernel; losing
@@ -291,6 +295,7 @@ impl Seized {
                     let _ = fz.thaw();
                 }
             }
+            reapers.into_iter().filter_map(|r| r.join().ok()).filter(|&freed| freed).count()
         });
         // Collect every tracee's exit notification so no traced zombie
         // lingers (a dying pid-namespace init waits for its children, whose
@@ -307,6 +312,7 @@ impl Seized {
             }
         }
         self.released = true;
+        reaped
     }
 }
 

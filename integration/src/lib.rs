@@ -88,7 +88,7 @@ pub fn stasis_bin() -> PathBuf {
 }
 
 /// Compiles the counter workload (`integration/workloads/counter.c`, which
-/// checks its own 4 MiB heap every iteration and reports
+/// checks its own heap, 4 MiB or argv[2] MiB, every iteration and reports
 /// `iter=N pid=P errors=E`) statically into `out`.
 pub fn build_counter(out: &Path) {
     let src = workspace_root().join("integration/workloads/counter.c");

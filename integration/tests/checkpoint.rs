@@ -212,6 +212,43 @@ fn a_paused_container_stays_paused_or_is_checkpointed_away() {
     wait_beyond(&bundle, at.iter + 2);
 }
 
+/// A container of over 64 MiB: the killed process's memory is freed by
+/// the engine alongside its exit (process_mrelease; with a v1 freezer the
+/// SIGKILL is held back until the reaper is in), and the image restores
+/// into a counter whose 96 MiB heap still verifies.
+#[test]
+fn a_large_container_is_reaped_as_it_dies_and_restores_whole() {
+    let (rt, dir) = (Runtime::stasis(), TempDir::new("stasis-ckpt"));
+    let bundle = stasis_integration::Bundle::busybox(&["/bin/counter", "/tmp/state", "96"]);
+    stasis_integration::build_counter(&bundle.rootfs().join("bin/counter"));
+    let id = unique_id("cr-large");
+    let _guard = rt.adopt(&id);
+    let _run = run_counter(&rt, &bundle, &id);
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id]))
+        .ok();
+    assert_gone(&rt, &id, &bundle);
+    let log = fs::read_to_string(image.join("dump.log")).expect("dump.log");
+    assert!(log.contains("dumped 1 processes, 1 threads, 10"), "{log}");
+    if Path::new("/sys/fs/cgroup/freezer/cgroup.procs").exists() {
+        assert!(
+            log.contains("freed the memory of 1 large process(es) alongside their exit"),
+            "{log}"
+        );
+    }
+    let at = progress(&bundle).expect("state");
+    let mut r = restore(&rt, &image, &bundle, &id, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = Progress::parse(&r.line()).expect("a counter line");
+    assert_eq!((first.pid, first.errors), (1, 0), "{first:?}");
+    let later = wait_beyond(&bundle, at.iter + 2);
+    assert_eq!((later.pid, later.errors), (1, 0));
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    rt.wait_status(&id, "stopped", WAIT);
+    rt.exec(&["delete", &id]).ok();
+    assert_gone(&rt, &id, &bundle);
+}
+
 #[test]
 fn refused_and_failed_checkpoints_leave_the_container_alone() {
     let (rt, bundle, dir) = (

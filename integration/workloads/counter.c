@@ -1,5 +1,6 @@
-/* Test workload for container checkpoint/restore: a counter and a 4 MiB
- * heap pattern derived from it, checked and rewritten every iteration.
+/* Test workload for container checkpoint/restore: a counter and a heap
+ * pattern derived from it (4 MiB, or argv[2] MiB), checked and rewritten
+ * every iteration.
  * Every 100 ms it writes "iter=N pid=P errors=E" to the state file (atomic
  * rename) and the same line to stdout. Built static by the tests. */
 #include <signal.h>
@@ -7,14 +8,15 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define WORDS (1u << 20)
 #define GOLD 2654435761u
 
 int main(int argc, char **argv)
 {
 	const char *path = argc > 1 ? argv[1] : "/tmp/state";
 	char tmp[256];
-	unsigned *heap = malloc(WORDS * sizeof *heap);
+	unsigned long mib = argc > 2 ? strtoul(argv[2], 0, 10) : 4;
+	unsigned WORDS = (unsigned)(mib << 18);
+	unsigned *heap = malloc((size_t)WORDS * sizeof *heap);
 	unsigned long iter = 0, errors = 0;
 
 	if (!heap)

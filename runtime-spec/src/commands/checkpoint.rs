@@ -306,6 +306,9 @@ fn success_log(
         let list: Vec<String> = st.phases.iter().map(|(name, us)| format!("{name} {:.1}", ms(*us))).collect();
         let _ = writeln!(s, "engine phases end at (ms): {}", list.join(", "));
     }
+    if st.reaped > 0 {
+        let _ = writeln!(s, "freed the memory of {} large process(es) alongside their exit", st.reaped);
+    }
     let after = if leave_running {
         "left running"
     } else {
