@@ -170,18 +170,14 @@ impl ShmemTable {
                 if !all && !wanted.contains(&s.shmid) {
                     continue;
                 }
-                let p = sys::shm_attach_ro(s.shmid, s.size as usize)?;
-                // SAFETY: the segment is attached read-only at `p` for `size` bytes
-                // until the shm_detach below; the slice does not outlive it.
-                let bytes = unsafe { std::slice::from_raw_parts(p, s.size as usize) };
+                let seg = sys::shm_attach_ro(s.shmid, s.size as usize)?;
                 let mut pages = Vec::new();
-                for (i, page) in bytes.chunks(4096).enumerate() {
+                for (i, page) in seg.bytes().chunks(4096).enumerate() {
                     if page.iter().any(|&b| b != 0) {
                         pages.push((i as u64 * 4096, page.to_vec()));
                     }
                 }
-                // SAFETY: `bytes` is no longer used.
-                unsafe { sys::shm_detach(p) };
+                drop(seg);
                 out.push((s, pages));
             }
             Ok(out)

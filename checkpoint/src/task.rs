@@ -68,7 +68,7 @@ pub fn dump_thread_regs(pid: i32, tid: i32, vtid: i32) -> Result<ThreadImage> {
     } else {
         None
     };
-    let (robust_list, robust_list_len) = robust_list(tid).ctx(|| format!("read robust list of thread {vtid}"))?;
+    let (robust_list, robust_list_len) = crate::sys::get_robust_list(tid).ctx(|| format!("read robust list of thread {vtid}"))?;
     let comm = fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default().trim_end().to_string();
     Ok(ThreadImage {
         tid: vtid,
@@ -84,17 +84,6 @@ pub fn dump_thread_regs(pid: i32, tid: i32, vtid: i32) -> Result<ThreadImage> {
         comm,
         seccomp: Vec::new(),
     })
-}
-
-fn robust_list(tid: i32) -> std::io::Result<(u64, u64)> {
-    let mut head: u64 = 0;
-    let mut len: usize = 0;
-    // SAFETY: the kernel writes one pointer and one size_t to our locals.
-    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((head, len as u64))
 }
 
 /// Process-wide state read by injection.

@@ -424,12 +424,9 @@ fn release(tree: &TreeImage, threads: &[(usize, Vec<i32>)]) -> Result<()> {
 }
 
 /// Puts a copy of `fd` at number `at` (not close-on-exec); returns `at`.
+/// `at` is above every fd the process uses.
 fn place(fd: i32, at: i32) -> Result<i32> {
-    // SAFETY: dup3 onto a number above every fd the process uses.
-    let r = unsafe { libc::dup3(fd, at, 0) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| format!("place control fd at {at}"));
-    }
+    crate::sys::dup_to(fd, at).ctx(|| format!("place control fd at {at}"))?;
     Ok(at)
 }
 

@@ -351,25 +351,53 @@ pub fn in_ipc_ns<T: Send + 'static>(pid: i32, f: impl FnOnce() -> io::Result<T> 
     .map_err(|_| io::Error::other("ipc namespace worker panicked"))?
 }
 
-/// `shmat(shmid, NULL, SHM_RDONLY)` in the calling thread's IPC namespace;
-/// returns the address and size, detached again by [`shm_detach`].
-pub fn shm_attach_ro(shmid: i32, size: usize) -> io::Result<*const u8> {
-    let _ = size;
+/// A SysV segment attached read-only, detached on drop.
+pub struct ShmAttached {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl ShmAttached {
+    /// The segment's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the kernel attached at least `len` (the segment's size)
+        // readable bytes at `ptr`, and they stay attached until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for ShmAttached {
+    fn drop(&mut self) {
+        // SAFETY: detaching our own attachment exactly once; no slice from
+        // `bytes` outlives `self`.
+        unsafe { libc::shmdt(self.ptr.cast()) };
+    }
+}
+
+/// `shmat(shmid, NULL, SHM_RDONLY)` in the calling thread's IPC namespace,
+/// for a segment of `size` bytes (its `shm_segsz`).
+pub fn shm_attach_ro(shmid: i32, size: usize) -> io::Result<ShmAttached> {
     // SAFETY: attaching at a kernel-chosen address aliases no Rust object.
     let p = unsafe { libc::shmat(shmid, std::ptr::null(), libc::SHM_RDONLY) };
     if p as isize == -1 {
         return Err(io::Error::last_os_error());
     }
-    Ok(p.cast())
+    Ok(ShmAttached { ptr: p.cast(), len: size })
 }
 
-/// Detaches a segment attached with [`shm_attach_ro`].
-///
-/// # Safety
-/// `p` must come from `shm_attach_ro` and no slice into it may outlive this call.
-pub unsafe fn shm_detach(p: *const u8) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { libc::shmdt(p.cast()) };
+/// `get_robust_list(tid)`: the thread's robust futex list head and length.
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer and one size_t to our locals.
+    check(unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) })?;
+    Ok((head, len as u64))
+}
+
+/// `dup3(fd, at, 0)`: a copy of `fd` at number `at`, not close-on-exec.
+pub fn dup_to(fd: RawFd, at: RawFd) -> io::Result<RawFd> {
+    // SAFETY: plain syscall with integers; the caller owns whatever was at `at`.
+    check(unsafe { libc::dup3(fd, at, 0) }.into()).map(|r| r as RawFd)
 }
 
 /// `shmget(key, size, mode | IPC_CREAT | IPC_EXCL)` in the calling thread's
