@@ -342,6 +342,20 @@ fn u64_at(b: &[u8; 32], at: usize) -> u64 {
     u64::from_le_bytes(v)
 }
 
+/// The format version at bytes 8..12 of either kind of header: 1 up to
+/// the newest this build writes.
+fn check_version(h: &[u8; 32], file: &str) -> Result<(), ImageError> {
+    let version = u32_at(h, 8);
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(ImageError::UnsupportedVersion {
+            file: file.to_string(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// Checks a framed-metadata header against the expected kind and the total
 /// length of the file. Nothing is allocated before this passes.
 fn check_meta_header(kind: MetaKind, h: &[u8; 32], total: u64) -> Result<MetaHeader, ImageError> {
@@ -349,14 +363,7 @@ fn check_meta_header(kind: MetaKind, h: &[u8; 32], total: u64) -> Result<MetaHea
     if h[..8] != META_MAGIC {
         return Err(ImageError::BadMagic { file: file() });
     }
-    let version = u32_at(h, 8);
-    if version == 0 || version > FORMAT_VERSION {
-        return Err(ImageError::UnsupportedVersion {
-            file: file(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    check_version(h, &file())?;
     let found = u32_at(h, 12);
     if found != kind.code() {
         return Err(ImageError::WrongKind {

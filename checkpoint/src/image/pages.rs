@@ -150,14 +150,7 @@ fn check_pages_header(head: &[u8], file_len: u64) -> Result<u64, ImageError> {
             actual: file_len,
         });
     }
-    let version = u32_at(h, 8);
-    if version == 0 || version > FORMAT_VERSION {
-        return Err(ImageError::UnsupportedVersion {
-            file: file(),
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    check_version(h, &file())?;
     let page_size = u32_at(h, 12);
     if u64::from(page_size) != PAGE_SIZE {
         return Err(ImageError::BadHeader {
