@@ -262,41 +262,43 @@ impl Seized {
             Some(fz @ Freezer::V1(_)) if !pidfds.is_empty() => fz.freeze_within(std::time::Duration::from_millis(100)).is_ok(),
             _ => false,
         };
-        if !hold {
+        let thaw = || {
             if let Some(fz) = &self.freezer {
                 let _ = fz.thaw();
             }
+        };
+        if !hold {
+            thaw();
         }
         for t in &self.tasks {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
         }
-        let reaped = std::thread::scope(|s| {
-            let (started, on_start) = std::sync::mpsc::channel();
-            let reapers: Vec<_> = pidfds
-                .iter()
-                .map(|fd| {
-                    let started = started.clone();
-                    s.spawn(move || {
-                        let _ = started.send(());
-                        // Best effort: on any error the process frees it all itself.
-                        crate::sys::process_mrelease(std::os::fd::AsFd::as_fd(fd)).is_ok()
+        let reaped = if !hold {
+            0
+        } else {
+            std::thread::scope(|s| {
+                let (started, on_start) = std::sync::mpsc::channel();
+                let reapers: Vec<_> = pidfds
+                    .iter()
+                    .map(|fd| {
+                        let started = started.clone();
+                        s.spawn(move || {
+                            let _ = started.send(());
+                            // Best effort: on any error the process frees it all itself.
+                            crate::sys::process_mrelease(std::os::fd::AsFd::as_fd(fd)).is_ok()
+                        })
                     })
-                })
-                .collect();
-            drop(started);
-            if hold {
+                    .collect();
                 // Give the reapers a moment to get into the kernel; losing
                 // the race only means the process frees its memory alone.
-                for _ in &pidfds {
+                for _ in &reapers {
                     let _ = on_start.recv();
                 }
                 std::thread::sleep(std::time::Duration::from_micros(300));
-                if let Some(fz) = &self.freezer {
-                    let _ = fz.thaw();
-                }
-            }
-            reapers.into_iter().filter_map(|r| r.join().ok()).filter(|&freed| freed).count()
-        });
+                thaw();
+                reapers.into_iter().filter_map(|r| r.join().ok()).filter(|&freed| freed).count()
+            })
+        };
         // Collect every tracee's exit notification so no traced zombie
         // lingers (a dying pid-namespace init waits for its children, whose
         // exits we, as their tracer, must collect first).
