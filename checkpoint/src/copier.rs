@@ -64,8 +64,7 @@ impl Copier {
         if all.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut jobs: Vec<&CopyJob> = all.iter().collect();
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.len));
+        let jobs: Vec<&CopyJob> = all.iter().collect();
         let threads = threads.clamp(1, 8);
         let bytes: u64 = jobs.iter().map(|j| j.len).sum();
         let results = if threads >= 2 && bytes >= PIPELINE_MIN {
@@ -94,12 +93,7 @@ const PIPELINE_DEPTH: usize = 6;
 /// Returns one result per thread, the writer's first; a failed writer
 /// stops the readers (their next buffer has nowhere to go).
 fn pipeline(file: &File, jobs: Vec<&CopyJob>, readers: usize, tolerate: bool) -> Vec<Result<Vec<(u64, u64)>>> {
-    let mut buckets: Vec<(u64, Vec<&CopyJob>)> = (0..readers).map(|_| (0, Vec::new())).collect();
-    for j in jobs {
-        let b = buckets.iter_mut().min_by_key(|b| b.0).expect("at least one bucket");
-        b.0 += j.len;
-        b.1.push(j);
-    }
+    let buckets = spread(jobs, readers, |j| j.len);
     let (to_writer, from_readers) = mpsc::sync_channel::<Filled>(readers * PIPELINE_DEPTH);
     std::thread::scope(|s| {
         let mut returns = Vec::new();
@@ -126,6 +120,19 @@ fn pipeline(file: &File, jobs: Vec<&CopyJob>, readers: usize, tolerate: bool) ->
         out.insert(0, join(writer));
         out
     })
+}
+
+/// Deals `items` out to `n` workers (at least one), largest first, each to
+/// the least loaded so far; returns each worker's total weight and items.
+pub(crate) fn spread<T>(mut items: Vec<T>, n: usize, weight: impl Fn(&T) -> u64) -> Vec<(u64, Vec<T>)> {
+    items.sort_by_key(|x| std::cmp::Reverse(weight(x)));
+    let mut buckets: Vec<(u64, Vec<T>)> = (0..n.max(1)).map(|_| (0, Vec::new())).collect();
+    for x in items {
+        let b = buckets.iter_mut().min_by_key(|b| b.0).expect("at least one bucket");
+        b.0 += weight(&x);
+        b.1.push(x);
+    }
+    buckets
 }
 
 /// A buffer read and hashed by `reader`, to be written at `at`.

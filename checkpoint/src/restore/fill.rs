@@ -125,13 +125,8 @@ impl Morph<'_> {
             };
             runs.extend(v.pages.iter().map(|r| (r, dest)));
         }
-        runs.sort_by_key(|(r, _)| std::cmp::Reverse(r.data.len));
-        let mut halves: [(u64, Vec<(&PageRun, Dest)>); 2] = [(0, Vec::new()), (0, Vec::new())];
-        for x in runs {
-            let h = if halves[0].0 <= halves[1].0 { 0 } else { 1 };
-            halves[h].0 += x.0.data.len;
-            halves[h].1.push(x);
-        }
+        let mut halves = crate::copier::spread(runs, 2, |(r, _)| r.data.len).into_iter();
+        let ((na, a), (nb, b)) = (halves.next().expect("two halves"), halves.next().expect("two halves"));
         let work = |list: Vec<(&PageRun, Dest)>| -> Result<()> {
             for (run, dest) in list {
                 let reader = match run.parent {
@@ -162,7 +157,6 @@ impl Morph<'_> {
             }
             Ok(())
         };
-        let [(na, a), (nb, b)] = halves;
         if na + nb < 4 << 20 {
             // Not worth two threads.
             return work(a).and(work(b));
