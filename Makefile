@@ -32,7 +32,7 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update && apt-get install -y --no-install-recommends $$missing; \
 	fi
-	@command -v $(CARGO) >/dev/null || { echo "make deps: cargo not found: install a Rust toolchain >= 1.80 (rustup)" >&2; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "make deps: cargo not found: install a Rust toolchain >= 1.89 (rustup)" >&2; exit 1; }
 
 build:
 	$(CARGO) build --release --workspace

@@ -59,11 +59,12 @@ impl FileTable {
     /// tree of hundreds of processes shares one).
     fn mount_ids(&mut self, pid: i32, vpid: i32) -> Result<&std::collections::HashSet<i32>> {
         let ns = nix::sys::stat::stat(format!("/proc/{pid}/ns/mnt").as_str()).ctx(|| format!("stat mount namespace of task {vpid}"))?.st_ino;
-        if !self.mounts.contains_key(&ns) {
-            let ids = proc::mount_ids(pid).ctx(|| format!("read mounts of task {vpid}"))?;
-            self.mounts.insert(ns, ids);
+        match self.mounts.entry(ns) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                Ok(e.insert(proc::mount_ids(pid).ctx(|| format!("read mounts of task {vpid}"))?))
+            }
         }
-        Ok(&self.mounts[&ns])
     }
 
     /// Records every fd of stopped task `pid` (`vpid` inside its namespace).

@@ -60,6 +60,7 @@ pub fn maps_and_scans(pid: i32) -> std::io::Result<(Vec<MapEntry>, Option<Scans>
 }
 
 /// Dumps the VMAs of stopped task `pid` (host pid); `vpid` names it in errors.
+#[allow(clippy::too_many_arguments)]
 pub fn dump_vmas(
     pid: i32,
     vpid: i32,

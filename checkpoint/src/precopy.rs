@@ -52,10 +52,14 @@ struct Tracked {
 pub struct PreCopy {
     tasks: HashMap<i32, Tracked>,
     /// `VmFlags` per VMA, read from smaps just before the final freeze.
-    flags: HashMap<i32, HashMap<(u64, u64, u64, u64), Vec<String>>>,
+    flags: HashMap<i32, HashMap<VmaKey, Vec<String>>>,
 }
 
-fn vma_key(m: &MapEntry) -> (u64, u64, u64, u64) {
+/// A VMA by (start, end, file offset, inode): the same key before and after
+/// the final freeze means the same mapping.
+type VmaKey = (u64, u64, u64, u64);
+
+fn vma_key(m: &MapEntry) -> VmaKey {
     (m.start, m.end, m.offset, m.inode)
 }
 
@@ -294,7 +298,7 @@ fn scan_vma(pid: i32, t: &Tracked, pagemap: &File, m: &MapEntry, protect: bool, 
     // over two threads (PAGEMAP_SCAN only takes the mm's lock for reading).
     let scan = |a: u64, b: u64| sys::pagemap_scan_regions(pagemap.as_fd(), a, b, ANY, ret, flags);
     let regions: Vec<ScanRegion> = if m.end - m.start >= SPLIT_SCAN {
-        let mid = m.start + ((m.end - m.start) / 2 & !0x1f_ffff);
+        let mid = m.start + (((m.end - m.start) / 2) & !0x1f_ffff);
         let (lo, hi) = std::thread::scope(|s| {
             let h = s.spawn(|| scan(mid, m.end));
             (scan(m.start, mid), h.join().unwrap_or_else(|_| Err(std::io::Error::other("scan worker panicked"))))

@@ -315,7 +315,7 @@ mod tests {
         let me = std::process::id() as i32;
         let s = Status::read(&format!("/proc/{me}/status")).unwrap();
         assert_eq!(s.tgid, me);
-        assert_eq!(*s.nspid.last().unwrap() > 0, true);
+        assert!(*s.nspid.last().unwrap() > 0);
         let st = Stat::read(&format!("/proc/{me}/stat")).unwrap();
         assert!(st.start_code > 0 && st.start_code < st.end_code);
         let maps = smaps(me).unwrap();

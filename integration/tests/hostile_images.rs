@@ -290,7 +290,7 @@ fn pages_bit_flips_are_refused() {
         let covering: Vec<&Blob> = blobs.iter().filter(|b| (b.off..b.off + b.len).contains(&(off as u64))).collect();
         for b in &blobs {
             let r = pages.get(b);
-            if covering.iter().any(|c| *c == b) {
+            if covering.contains(&b) {
                 let e = r.expect_err("a flipped blob reads back");
                 assert!(e.to_string().contains("checksum mismatch"), "{e}");
             } else {
@@ -545,6 +545,9 @@ fn crafted_trees_are_refused_by_restore() {
     }
 }
 
+/// A hostile edit of a tree image: its name, the edit, and the expected error.
+type Case<'a> = (&'a str, Box<dyn Fn(&mut TreeImage) + 'a>, &'a str);
+
 /// Valid for the validator, wrong on this host: the stub checks what a path
 /// is before opening it. A FIFO whose queued bytes would be written into a
 /// regular file, a "regular file" that is a FIFO (opening it would block),
@@ -562,7 +565,7 @@ fn file_kinds_are_checked_on_the_host() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let victim_s = victim.to_str().unwrap().to_string();
     let fifo_s = fifo.to_str().unwrap().to_string();
-    let cases: Vec<(&str, Box<dyn Fn(&mut TreeImage)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("FIFO that is a regular file", Box::new(|t: &mut TreeImage| {
             let k = data_pipe(t);
             if let FileKind::Pipe { pipe, capacity, data } = k.clone() {

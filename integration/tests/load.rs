@@ -46,12 +46,14 @@ fn spawn_paused(rt: &Runtime, args: &[std::ffi::OsString], point: &str) -> Pause
     let mut seen = String::new();
     loop {
         let mut line = String::new();
-        let n = err.read_line(&mut line).expect("read stderr");
-        assert!(n > 0, "no {want:?} before stderr closed: {seen}");
-        if line.contains(&want) {
-            return Paused(child, err);
+        match err.read_line(&mut line) {
+            Ok(n) if n > 0 && line.contains(&want) => return Paused(child, err),
+            Ok(n) if n > 0 => seen.push_str(&line),
+            r => {
+                let st = child.wait();
+                panic!("no {want:?} before stderr closed ({r:?}, {st:?}): {seen}");
+            }
         }
-        seen.push_str(&line);
     }
 }
 
@@ -267,7 +269,7 @@ fn cycle(rt: &Runtime, bundle: &Bundle, dir: &Path) {
         st.code == 1 && st.stderr.contains("does not exist"),
         "{st:?}"
     );
-    assert_no_processes_left(&bundle, &id);
+    assert_no_processes_left(bundle, &id);
     assert_eq!(
         private_dirs(&id),
         Vec::<PathBuf>::new(),

@@ -202,7 +202,7 @@ impl Export {
         }
         // inventory.img last: a cut archive reads as incomplete.
         files.sort_by_key(|n| (n == "inventory.img", n.clone()));
-        if files.last().map_or(true, |n| n != "inventory.img") {
+        if files.last().is_none_or(|n| n != "inventory.img") {
             bail!("{}: no inventory.img, the checkpoint is not complete", image.display());
         }
         for name in files {

@@ -159,7 +159,7 @@ fn check_pages_header(head: &[u8], file_len: u64) -> Result<u64, ImageError> {
         });
     }
     let data_len = u64_at(h, 16);
-    if data_len % PAGE_SIZE != 0 {
+    if !data_len.is_multiple_of(PAGE_SIZE) {
         return Err(ImageError::BadHeader {
             file: file(),
             what: format!("data length {data_len} is not page aligned"),
