@@ -328,15 +328,21 @@ impl Containerd {
             .stderr(Stdio::null())
             .spawn()
             .expect("ctr events");
-        let mut out = child.stdout.take().expect("ctr events stdout");
+        let out = child.stdout.take().expect("ctr events stdout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let lines = seen.clone();
         let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut out, &mut text);
-            text
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+                let mut all = lines.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+            std::mem::take(&mut *lines.lock().unwrap())
         });
         Events {
             child,
             reader: Some(reader),
+            seen,
         }
     }
 
@@ -466,9 +472,30 @@ impl Drop for Containerd {
 pub struct Events {
     child: Child,
     reader: Option<JoinHandle<String>>,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Events {
+    /// The event lines printed so far.
+    pub fn seen(&self) -> String {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for an event line for which `want` holds;
+    /// returns it.
+    pub fn wait_line(&self, timeout: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.seen.lock().unwrap().lines().find(|l| want(l)) {
+                return Some(l.to_string());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Ends the subscription; returns every event line it printed.
     pub fn stop(mut self) -> String {
         self.end();

@@ -618,3 +618,61 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     ctrd.ctr(&["containers", "delete", &id]).ok();
     assert_all_gone(&s, &[&id]);
 }
+
+/// An OOM kill in the container's memory cgroup is published as
+/// `/tasks/oom` (TaskOOM), as containerd's runc shim does: containerd's CRI
+/// plugin reports `OOMKilled` from it. Under a 32 MiB limit `dd` reads
+/// 64 MiB into one buffer and is killed; the container's shell survives,
+/// records dd's status and goes on. A container without OOM gets no event.
+#[test]
+fn an_oom_kill_is_published_as_a_task_oom_event() {
+    let s = setup();
+    let ctrd = &s.ctrd;
+    let id = unique_id("shim-oom");
+    let calm = unique_id("shim-calm");
+    let events = ctrd.events();
+    let script = "dd if=/dev/zero of=/dev/null bs=64M count=1; echo $? > /tmp/dd-status; exec /bin/counter /tmp/state";
+    let run = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--null-io",
+        "--runtime",
+        RUNTIME,
+        "--memory-limit",
+        "33554432",
+        COUNTER_IMAGE,
+        &id,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
+    wait_status(ctrd, &id, "RUNNING");
+    let (_, calm_rootfs) = run_counter(ctrd, &calm, &["/bin/counter", "/tmp/state"]);
+    let rootfs = ctrd.bundle(&id).join("rootfs");
+    let dd = wait_for("dd's exit status", || {
+        fs::read_to_string(rootfs.join("tmp/dd-status"))
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    assert_eq!(dd.trim(), "137", "dd was not killed by the OOM killer");
+    let line = events.wait_line(WAIT, |l| l.contains("/tasks/oom"));
+    let line = line.unwrap_or_else(|| panic!("no /tasks/oom event:\n{}\n{}", events.seen(), ctrd.log()));
+    assert!(line.contains(&format!("\"container_id\":\"{id}\"")), "{line}");
+    wait_for("the counter after the OOM kill", || {
+        progress_in(&rootfs).filter(|p| p.iter >= 3)
+    });
+    assert_eq!(status(ctrd, &id).unwrap(), "RUNNING");
+    assert!(progress_in(&calm_rootfs).unwrap().iter >= 3);
+
+    for c in [&id, &calm] {
+        ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", c]).ok();
+        wait_status(ctrd, c, "STOPPED");
+        ctrd.ctr(&["tasks", "delete", c]).ok();
+        ctrd.ctr(&["containers", "delete", c]).ok();
+    }
+    let log = events.stop();
+    let ooms: Vec<&str> = log.lines().filter(|l| l.contains("/tasks/oom")).collect();
+    assert_eq!(ooms.len(), 1, "one OOM, one event (none for {calm}, none on delete):\n{log}");
+    assert_all_gone(&s, &[&id, &calm]);
+}

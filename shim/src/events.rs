@@ -2,7 +2,7 @@
 //! records. Published with the topics in `containerd_shim::protos::topics`.
 
 use containerd_shim::protos::events::task::{
-    TaskCheckpointed, TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::types::mount::Mount;
@@ -66,6 +66,13 @@ pub fn delete(id: &str, pid: i32, exit: &Exit) -> TaskDelete {
         pid: pid as u32,
         exit_status: exit.status,
         exited_at: Some(timestamp(exit.at)).into(),
+        ..Default::default()
+    }
+}
+
+pub fn oom(id: &str) -> TaskOOM {
+    TaskOOM {
+        container_id: id.to_string(),
         ..Default::default()
     }
 }

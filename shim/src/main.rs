@@ -12,6 +12,7 @@ mod console;
 mod error;
 mod events;
 mod mount;
+mod oom;
 mod reaper;
 mod runtime;
 mod service;

@@ -105,6 +105,8 @@ pub struct Service {
     /// One runtime operation at a time (create, start, checkpoint, ...).
     ops: Mutex<()>,
     exits: Mutex<Sender<Exit>>,
+    /// Ids of containers in which the OOM killer acted (see `oom`).
+    ooms: Mutex<Sender<String>>,
     pub shutdown: Arc<ExitSignal>,
 }
 
@@ -124,6 +126,7 @@ impl Service {
         shutdown: Arc<ExitSignal>,
     ) -> Arc<Self> {
         let (tx, rx) = channel();
+        let (oom_tx, oom_rx) = channel::<String>();
         let svc = Arc::new(Self {
             namespace,
             runtime,
@@ -133,6 +136,7 @@ impl Service {
             exited: Condvar::new(),
             ops: Mutex::new(()),
             exits: Mutex::new(tx),
+            ooms: Mutex::new(oom_tx),
             shutdown,
         });
         let weak = Arc::downgrade(&svc);
@@ -140,6 +144,19 @@ impl Service {
             .name("exits".into())
             .spawn(move || Self::handle_exits(weak, rx))
             .expect("spawn exit thread");
+        let weak = Arc::downgrade(&svc);
+        std::thread::Builder::new()
+            .name("ooms".into())
+            .spawn(move || {
+                for id in oom_rx {
+                    let Some(svc) = weak.upgrade() else { return };
+                    svc.publish(
+                        containerd_shim::protos::topics::TASK_OOM_EVENT_TOPIC,
+                        Box::new(crate::events::oom(&id)),
+                    );
+                }
+            })
+            .expect("spawn oom thread");
         svc
     }
 
@@ -163,6 +180,18 @@ impl Service {
     fn watch(&self, pid: i32) {
         let tx = self.exits.lock().unwrap().clone();
         self.reaper.watch(pid, tx);
+    }
+
+    /// Publishes TaskOOM for container `id` whenever the OOM killer acts in
+    /// the memory cgroup of its init `pid`, as containerd's runc shim does.
+    fn watch_oom(&self, id: &str, pid: i32) {
+        let tx = self.ooms.lock().unwrap().clone();
+        let cid = id.to_string();
+        if let Err(e) = crate::oom::watch(pid, move || {
+            let _ = tx.send(cid.clone());
+        }) {
+            log::warn!("no OOM events for {id}: {e}");
+        }
     }
 
     /// Records each exit of a container process and publishes TaskExit.
@@ -362,6 +391,8 @@ impl Service {
                 c.init.phase = Phase::Running;
                 c.init.io = io;
             }
+            drop(map);
+            self.watch_oom(id, pid);
             pid
         } else {
             self.runtime
@@ -371,6 +402,7 @@ impl Service {
                 p.phase = Phase::Running;
                 pid = p.pid;
             })?;
+            self.watch_oom(id, pid);
             return Ok(pid);
         };
         self.watch(pid);
