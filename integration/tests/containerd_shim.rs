@@ -179,6 +179,8 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         RUNTIME,
         "--log-uri",
         &log_uri,
+        "--memory-limit",
+        "67108864",
         COUNTER_IMAGE,
         &c1,
         "/bin/counter",
@@ -317,6 +319,23 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         "exit 3",
     ]);
     assert_eq!(exit3.code, 3, "{exit3:?}");
+    // The restored container keeps its 64 MiB limit, and an OOM kill in it
+    // is published for it.
+    let oom = ctrd.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "oom",
+        &c2,
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=128M",
+        "count=1",
+    ]);
+    assert_eq!(oom.code, 137, "dd under the restored limit: {oom:?}");
+    let oom_event = events.wait_line(WAIT, |l| l.contains("/tasks/oom") && l.contains(c2.as_str()));
+    assert!(oom_event.is_some(), "no /tasks/oom event for {c2}:\n{}", events.seen());
     let ps = ctrd.ctr(&["tasks", "ps", &c2]).ok();
     assert!(
         ps.stdout
@@ -394,6 +413,8 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
             assert!(!expected || seen, "no {topic} event for {id}:\n{log}");
         }
     }
+    let ooms: Vec<&str> = log.lines().filter(|l| l.contains("/tasks/oom")).collect();
+    assert!(ooms.len() == 1 && ooms[0].contains(c2.as_str()), "one OOM, in {c2}:\n{log}");
 }
 
 /// The Task API's checkpoint options and update, sent to the shim directly:
