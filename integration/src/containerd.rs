@@ -37,6 +37,8 @@ pub struct Containerd {
     dir: TempDir,
     child: Option<Child>,
     namespace: String,
+    /// This process is the shims' subreaper and reaps them at the end.
+    adopts_orphans: bool,
 }
 
 /// What [`Containerd::stop`] had to clean up itself: after a test that
@@ -154,6 +156,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let mut ctd = Containerd {
             dir,
             child: Some(child),
+            adopts_orphans: self.adopt_orphans,
             namespace: unique_id("stasis"),
         };
         let start = Instant::now();
@@ -454,7 +457,11 @@ impl Containerd {
             left.processes.push(cmdline);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        reap_children();
+        // Only as the shims' subreaper: otherwise they are not ours, and
+        // reaping any child could take the `ctr` of a test running beside.
+        if self.adopts_orphans {
+            reap_children();
+        }
         left.mounts = unmount_under(self.dir());
         remove_cgroups(&self.namespace);
         left

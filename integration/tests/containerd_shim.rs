@@ -414,7 +414,10 @@ fn run_checkpoint_restore_exec_and_delete_through_containerd() {
         }
     }
     let ooms: Vec<&str> = log.lines().filter(|l| l.contains("/tasks/oom")).collect();
-    assert!(ooms.len() == 1 && ooms[0].contains(c2.as_str()), "one OOM, in {c2}:\n{log}");
+    assert!(
+        !ooms.is_empty() && ooms.iter().all(|l| l.contains(c2.as_str())),
+        "OOM events, all for {c2}:\n{log}"
+    );
 }
 
 /// The Task API's checkpoint options and update, sent to the shim directly:
@@ -645,6 +648,9 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
 /// plugin reports `OOMKilled` from it. Under a 32 MiB limit `dd` reads
 /// 64 MiB into one buffer and is killed; the container's shell survives,
 /// records dd's status and goes on. A container without OOM gets no event.
+/// The kernel may notify several times for one kill (each OOM invocation
+/// while the victim exits), and like containerd's runc shim this shim
+/// publishes each notification, so the test counts none exactly.
 #[test]
 fn an_oom_kill_is_published_as_a_task_oom_event() {
     let s = setup();
@@ -685,6 +691,7 @@ fn an_oom_kill_is_published_as_a_task_oom_event() {
     });
     assert_eq!(status(ctrd, &id).unwrap(), "RUNNING");
     assert!(progress_in(&calm_rootfs).unwrap().iter >= 3);
+    let before_delete = events.seen().matches("/tasks/oom").count();
 
     for c in [&id, &calm] {
         ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", c]).ok();
@@ -694,6 +701,10 @@ fn an_oom_kill_is_published_as_a_task_oom_event() {
     }
     let log = events.stop();
     let ooms: Vec<&str> = log.lines().filter(|l| l.contains("/tasks/oom")).collect();
-    assert_eq!(ooms.len(), 1, "one OOM, one event (none for {calm}, none on delete):\n{log}");
+    assert!(
+        ooms.iter().all(|l| l.contains(&format!("\"container_id\":\"{id}\""))),
+        "OOM events only for {id} (none for {calm}):\n{log}"
+    );
+    assert_eq!(ooms.len(), before_delete, "no OOM event from removing the cgroups:\n{log}");
     assert_all_gone(&s, &[&id, &calm]);
 }

@@ -1,14 +1,16 @@
 //! OOM events. containerd's runc shim publishes `TaskOOM` (`/tasks/oom`)
-//! each time the kernel's OOM killer acts in a container's memory cgroup;
+//! whenever a container's memory cgroup runs out of memory;
 //! containerd's CRI plugin turns that into the `OOMKilled` reason kubelet
 //! shows. This shim does the same: one thread per running container waits
 //! for the cgroup's notification and reports each one.
 //!
 //! - cgroup v1 (the memory controller on a v1 hierarchy, as on this
 //!   project's hybrid hosts): an eventfd registered for `memory.oom_control`
-//!   through `cgroup.event_control`. The kernel signals it on every OOM in
-//!   the cgroup, and once more when the cgroup is removed: the thread then
-//!   finds `memory.oom_control` gone and ends.
+//!   through `cgroup.event_control`. The kernel signals it each time the
+//!   cgroup goes out of memory (one kill can take several: the charges that
+//!   fail while the victim exits), and once more when the cgroup is
+//!   removed: the thread then finds `memory.oom_control` gone and ends.
+//!   Every wake-up is an event, as with containerd's runc shim.
 //! - cgroup v2: inotify on `memory.events`; every increase of its
 //!   `oom_kill` count is an event. The watch ends with the cgroup
 //!   (`IN_IGNORED`).
