@@ -708,3 +708,75 @@ fn an_oom_kill_is_published_as_a_task_oom_event() {
     assert_eq!(ooms.len(), before_delete, "no OOM event from removing the cgroups:\n{log}");
     assert_all_gone(&s, &[&id, &calm]);
 }
+
+/// `--log-uri binary:///logger?dir=…`: the shim starts the logger with the
+/// container's stdout on fd 3, stderr on fd 4, the ready pipe on fd 5,
+/// the query as arguments and the container's id and namespace in its
+/// environment, as containerd's runc shim does (nerdctl logs this way).
+/// The logger here records all that, says it is ready (closes fd 5), then
+/// copies the two streams to files; it ends by itself once the container
+/// is gone.
+#[test]
+fn a_binary_log_uri_runs_the_logger_with_both_streams() {
+    let s = setup();
+    let ctrd = &s.ctrd;
+    let id = unique_id("shim-log");
+    let dir = s.scratch.path().join("logs");
+    fs::create_dir(&dir).unwrap();
+    let logger = s.scratch.path().join("log ger");
+    fs::write(
+        &logger,
+        "#!/bin/sh\n\
+         d=$2\n\
+         echo \"$$\" > \"$d/pid\"\n\
+         echo \"$CONTAINER_ID $CONTAINER_NAMESPACE $#:$1:$3:$4\" > \"$d/env\"\n\
+         ls /proc/$$/fd | sort -n | tr '\\n' ' ' > \"$d/fds\"\n\
+         exec 5>&-\n\
+         cat <&3 4<&- > \"$d/out\" & cat <&4 3<&- > \"$d/err\" &\n\
+         exec 3<&- 4<&-\n\
+         wait\n",
+    )
+    .unwrap();
+    fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let uri = format!(
+        "binary://{}?dir={}&x=a+b",
+        logger.display().to_string().replace(' ', "%20"),
+        dir.display()
+    );
+    let run = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--log-uri",
+        &uri,
+        COUNTER_IMAGE,
+        &id,
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2; exec /bin/counter /tmp/state",
+    ]);
+    assert_eq!(run.code, 0, "ctr run: {run:?}\n{}", ctrd.log());
+    wait_status(ctrd, &id, "RUNNING");
+    let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+    wait_for("both streams in the logger's files", || {
+        (read("out").contains("to-stdout") && read("err").contains("to-stderr")).then_some(())
+    });
+    assert_eq!(
+        read("env").trim(),
+        format!("{id} {} 4:dir:x:a b", ctrd.namespace()),
+        "the logger's environment and arguments"
+    );
+    assert!(read("fds").starts_with("0 1 2 3 4 5 "), "{}", read("fds"));
+    assert!(!read("out").contains("to-stderr") && !read("err").contains("to-stdout"));
+    let logger_pid: i32 = read("pid").trim().parse().unwrap();
+
+    ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]).ok();
+    wait_status(ctrd, &id, "STOPPED");
+    ctrd.ctr(&["tasks", "delete", &id]).ok();
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+    wait_for("the logger to end", || {
+        (!Path::new(&format!("/proc/{logger_pid}")).exists()).then_some(())
+    });
+    assert_all_gone(&s, &[&id]);
+}

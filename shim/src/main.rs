@@ -7,6 +7,7 @@
 //! containerd's flags, spawns the long-lived shim on `start`, serves ttrpc
 //! and publishes events. This binary supplies the task service.
 
+mod binary_log;
 mod checkpoint;
 mod console;
 mod error;

@@ -265,7 +265,7 @@ impl Service {
             if checkpoint.is_some() {
                 return Ok(());
             }
-            let (fds, prepared) = stdio::open(&init.stdio)?;
+            let (fds, prepared) = stdio::open(&init.stdio, (id, &self.namespace))?;
             let pid_file = bundle.join("init.pid");
             let mut args = vec![
                 "create".to_string(),
@@ -346,7 +346,7 @@ impl Service {
             let pid_file = bundle.join(format!("exec-{exec_id}.pid"));
             std::fs::write(&spec_file, &spec)
                 .map_err(io_err(format!("write {}", spec_file.display())))?;
-            let (fds, prepared) = stdio::open(&stdio)?;
+            let (fds, prepared) = stdio::open(&stdio, (id, &self.namespace))?;
             let mut args = vec![
                 "exec".to_string(),
                 "--process".into(),
@@ -377,7 +377,7 @@ impl Service {
             let work = bundle.join("work").join("restore");
             std::fs::create_dir_all(&work).map_err(io_err(format!("create {}", work.display())))?;
             let pid_file = bundle.join("init.pid");
-            let (fds, prepared) = stdio::open(&stdio)?;
+            let (fds, prepared) = stdio::open(&stdio, (id, &self.namespace))?;
             let io = prepared.attach(&stdio)?;
             let args = crate::checkpoint::restore_args(id, &bundle, &image, &work, &pid_file);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

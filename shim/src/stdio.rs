@@ -1,5 +1,6 @@
 //! A process's stdio as containerd hands it over: FIFO paths (or
-//! `file://` URIs) for stdin, stdout and stderr, any of them empty.
+//! `file://` or `binary://` URIs) for stdin, stdout and stderr, any of them
+//! empty.
 //!
 //! As with the runc shim, the runtime and the container never see the
 //! FIFOs: each stream is a pipe whose far end the shim copies to or from the
@@ -126,7 +127,7 @@ fn output(path: &str, name: &'static str) -> Result<OwnedFd> {
     }
     if path.contains("://") {
         return Err(ShimError::Unimplemented(format!(
-            "{name} {path}: only FIFOs and file:// are supported"
+            "{name} {path}: only FIFOs, file:// and binary:// are supported"
         )));
     }
     // Read and write: the open does not wait for a reader, and writes never
@@ -200,8 +201,9 @@ fn input(path: &str, io: &ProcessIo) -> Result<OwnedFd> {
 /// Opens the process's stdio: the fds to give the runtime, and the shim's
 /// side. Copying starts at once and ends by itself when the process's
 /// streams close. With a terminal the runtime's own stdio is /dev/null and
-/// the copying starts at `Attach::attach`.
-pub fn open(paths: &StdioPaths) -> Result<(ChildFds, Attach)> {
+/// the copying starts at `Attach::attach`. `log` is the container's id and
+/// namespace, for a `binary://` logger.
+pub fn open(paths: &StdioPaths, log: (&str, &str)) -> Result<(ChildFds, Attach)> {
     let io = ProcessIo::default();
     if paths.terminal {
         let fds = ChildFds {
@@ -212,10 +214,21 @@ pub fn open(paths: &StdioPaths) -> Result<(ChildFds, Attach)> {
         let console = Some(crate::console::ConsoleSocket::new()?);
         return Ok((fds, Attach { io, console }));
     }
+    // One logger takes both output streams (containerd looks at stdout's URI).
+    let (stdout, stderr) = match crate::binary_log::Logger::parse(&paths.stdout) {
+        Some(logger) => logger.start(log.0, log.1)?,
+        None if paths.stdout.starts_with("binary://") => {
+            return Err(ShimError::InvalidArgument(format!(
+                "stdout {}: a binary:// log URI needs an absolute path",
+                paths.stdout
+            )))
+        }
+        None => (output(&paths.stdout, "stdout")?, output(&paths.stderr, "stderr")?),
+    };
     let fds = ChildFds {
         stdin: input(&paths.stdin, &io)?,
-        stdout: output(&paths.stdout, "stdout")?,
-        stderr: output(&paths.stderr, "stderr")?,
+        stdout,
+        stderr,
     };
     Ok((fds, Attach { io, console: None }))
 }
@@ -240,7 +253,7 @@ mod tests {
             stdout: out.display().to_string(),
             ..Default::default()
         };
-        let (fds, _attach) = open(&paths).unwrap();
+        let (fds, _attach) = open(&paths, ("c", "ns")).unwrap();
         let mut reader = File::open(&out).unwrap();
         let mut w = File::from(fds.stdout);
         w.write_all(b"hello\n").unwrap();
@@ -259,7 +272,7 @@ mod tests {
             terminal: true,
             ..Default::default()
         };
-        let (_fds, p) = open(&paths).unwrap();
+        let (_fds, p) = open(&paths, ("c", "ns")).unwrap();
         let args = p.args();
         assert_eq!(args[0], "--console-socket");
         assert!(std::path::Path::new(&args[1]).exists());
