@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{io_err, Result, ShimError};
+use crate::stdio::pipe;
 
 /// How long a logger may take to close its fd 5.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,12 +91,6 @@ impl Logger {
         wait_ready(&mut ready_r, &self.path)?;
         Ok((out_w.into(), err_w.into()))
     }
-}
-
-fn pipe() -> Result<(File, File)> {
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
-    Ok((File::from(r), File::from(w)))
 }
 
 /// Waits until the logger closes (or writes to) its end of the ready pipe.

@@ -105,7 +105,8 @@ fn dev_null(write: bool) -> Result<OwnedFd> {
     Ok(f.into())
 }
 
-fn pipe() -> Result<(File, File)> {
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe() -> Result<(File, File)> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
     Ok((File::from(r), File::from(w)))
