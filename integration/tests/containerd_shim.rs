@@ -780,3 +780,73 @@ fn a_binary_log_uri_runs_the_logger_with_both_streams() {
     });
     assert_all_gone(&s, &[&id]);
 }
+
+/// Containers of one Kubernetes pod share a shim: the CRI plugin puts the
+/// pod sandbox's id into every container's spec annotations
+/// (`io.kubernetes.cri.sandbox-id`) and, as with containerd's runc shim,
+/// the shim of the first container serves the others. ctr runs them here
+/// with such specs (`--config`). A checkpoint of one container leaves both
+/// running; a container deleted from the shared shim leaves its neighbour
+/// running; the shim ends with the last one.
+#[test]
+fn containers_of_one_pod_share_a_shim() {
+    let s = setup();
+    let ctrd = &s.ctrd;
+    let (a, b, solo) = (unique_id("pod-a"), unique_id("pod-b"), unique_id("solo"));
+    // The image's files, from a container of it, as plain directories:
+    // with --config, ctr takes the rootfs from the spec.
+    let (_, solo_rootfs) = run_counter(ctrd, &solo, &["/bin/counter", "/tmp/state"]);
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&ctrd.ctr(&["oci", "spec"]).ok().stdout).expect("ctr oci spec");
+    spec["process"]["args"] = serde_json::json!(["/bin/counter", "/tmp/state"]);
+    spec["annotations"] = serde_json::json!({ "io.kubernetes.cri.sandbox-id": a });
+    let mut rootfs = Vec::new();
+    for c in [&a, &b] {
+        let root = s.scratch.path().join(format!("rootfs-{c}"));
+        let cp = Command::new("cp").arg("-a").arg(&solo_rootfs).arg(&root).status().unwrap();
+        assert!(cp.success(), "copy the rootfs");
+        let _ = fs::remove_file(root.join("tmp/state"));
+        spec["root"] = serde_json::json!({ "path": root, "readonly": false });
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{}/{c}", ctrd.namespace()));
+        let spec_file = s.scratch.path().join(format!("spec-{c}.json"));
+        fs::write(&spec_file, spec.to_string()).unwrap();
+        let spec_arg = spec_file.display().to_string();
+        let run = ctrd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--config", &spec_arg, c]);
+        assert_eq!(run.code, 0, "ctr run {c}: {run:?}\n{}", ctrd.log());
+        wait_status(ctrd, c, "RUNNING");
+        rootfs.push(root);
+    }
+    for r in &rootfs {
+        wait_for("both pod counters", || progress_in(r).filter(|p| p.iter >= 3));
+    }
+    assert_eq!(shim_socket(ctrd, &a), shim_socket(ctrd, &b), "one shim for the pod");
+    assert_ne!(shim_socket(ctrd, &a), shim_socket(ctrd, &solo), "its own shim for the other");
+    assert_eq!(ctrd.shim_pids().len(), 2, "one shim for the pod, one for the other");
+    // A checkpoint of one container of the shared shim; both run on.
+    let ck = ctrd.ctr(&["tasks", "checkpoint", &b]);
+    assert_eq!(ck.code, 0, "ctr task checkpoint in a shared shim: {ck:?}\n{}", ctrd.log());
+    for r in &rootfs {
+        let p = progress_in(r).unwrap();
+        wait_for("both pod counters after the checkpoint", || {
+            progress_in(r).filter(|q| q.iter > p.iter + 2 && q.errors == 0)
+        });
+    }
+    ctrd.ctr(&["images", "rm", "--sync", ck.stdout.trim()]).ok();
+
+    ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", &a]).ok();
+    wait_status(ctrd, &a, "STOPPED");
+    ctrd.ctr(&["tasks", "delete", &a]).ok();
+    ctrd.ctr(&["containers", "delete", &a]).ok();
+    let p = progress_in(&rootfs[1]).unwrap();
+    wait_for("b after a is gone", || progress_in(&rootfs[1]).filter(|q| q.iter > p.iter + 3));
+    assert_eq!(status(ctrd, &b).unwrap(), "RUNNING");
+    assert_eq!(ctrd.shim_pids().len(), 2, "the pod's shim serves b on");
+
+    for c in [&b, &solo] {
+        ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", c]).ok();
+        wait_status(ctrd, c, "STOPPED");
+        ctrd.ctr(&["tasks", "delete", c]).ok();
+        ctrd.ctr(&["containers", "delete", c]).ok();
+    }
+    assert_all_gone(&s, &[&a, &b, &solo]);
+}

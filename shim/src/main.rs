@@ -50,10 +50,13 @@ impl containerd_shim::Shim for Shim {
         }
     }
 
-    /// One shim per container, its socket named after containerd's address,
-    /// the namespace and the id (containerd's convention).
+    /// One shim per container, or per Kubernetes pod: its socket is named
+    /// after containerd's address, the namespace and the grouping id
+    /// (containerd's convention). When that socket already answers, the
+    /// spawned process leaves the container to the shim behind it
+    /// (containerd-shim's `AddrInUse` path).
     fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        let grouping = opts.id.clone();
+        let grouping = grouping(&opts.id);
         let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         containerd_shim::util::write_address(&address)?;
         Ok(address)
@@ -112,6 +115,21 @@ impl containerd_shim::Shim for Shim {
             self.exit.clone(),
         ))
     }
+}
+
+/// The CRI plugin names a container's pod sandbox in this annotation.
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The shim a container belongs to: its pod's sandbox id when the spec in
+/// the bundle (containerd runs `start` there) names one, as containerd's
+/// runc shim groups them; else the container's own id.
+fn grouping(id: &str) -> String {
+    std::fs::read("config.json")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|spec| spec["annotations"][SANDBOX_ID].as_str().map(str::to_string))
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| id.to_string())
 }
 
 /// Removes the dead shim's socket, named in `<bundle>/address`.
