@@ -340,7 +340,6 @@ impl Containerd {
                 all.push_str(&line);
                 all.push('\n');
             }
-            std::mem::take(&mut *lines.lock().unwrap())
         });
         Events {
             child,
@@ -478,7 +477,7 @@ impl Drop for Containerd {
 #[derive(Debug)]
 pub struct Events {
     child: Child,
-    reader: Option<JoinHandle<String>>,
+    reader: Option<JoinHandle<()>>,
     seen: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -506,10 +505,10 @@ impl Events {
     /// Ends the subscription; returns every event line it printed.
     pub fn stop(mut self) -> String {
         self.end();
-        self.reader
-            .take()
-            .and_then(|r| r.join().ok())
-            .unwrap_or_default()
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.seen()
     }
 
     fn end(&mut self) {

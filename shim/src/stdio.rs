@@ -128,7 +128,7 @@ fn output(path: &str, name: &'static str) -> Result<OwnedFd> {
     }
     if path.contains("://") {
         return Err(ShimError::Unimplemented(format!(
-            "{name} {path}: only FIFOs, file:// and binary:// are supported"
+            "{name} {path}: only FIFOs and file:// are supported here (a binary:// URI on stdout takes both streams)"
         )));
     }
     // Read and write: the open does not wait for a reader, and writes never
@@ -220,7 +220,7 @@ pub fn open(paths: &StdioPaths, log: (&str, &str)) -> Result<(ChildFds, Attach)>
         Some(logger) => logger.start(log.0, log.1)?,
         None if paths.stdout.starts_with("binary://") => {
             return Err(ShimError::InvalidArgument(format!(
-                "stdout {}: a binary:// log URI needs an absolute path",
+                "stdout {}: not a valid binary:// log URI (it needs an absolute, correctly escaped path)",
                 paths.stdout
             )))
         }
