@@ -33,8 +33,9 @@ enum MemoryCgroup {
     V2(PathBuf),
 }
 
-/// Starts a thread that calls `on_oom` for every OOM kill in the memory
-/// cgroup of `pid`, until that cgroup is removed.
+/// Starts a thread that calls `on_oom` for every out-of-memory
+/// notification (v1) or OOM kill (v2) in the memory cgroup of `pid`, until
+/// that cgroup is removed.
 pub fn watch(pid: i32, on_oom: impl Fn() + Send + 'static) -> io::Result<()> {
     let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
