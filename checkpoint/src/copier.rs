@@ -59,7 +59,7 @@ impl Copier {
     pub fn run(&mut self, w: &PagesWriter, threads: usize) -> Result<HashMap<u64, u64>> {
         let total = w.reserved_end();
         let file: &File = w.file();
-        file.set_len(total).ctx(|| "size pages.img".into())?;
+        allocate(file, total)?;
         let all = std::mem::take(&mut self.jobs);
         if all.is_empty() {
             return Ok(HashMap::new());
@@ -77,6 +77,35 @@ impl Copier {
             sums.extend(r?);
         }
         Ok(sums)
+    }
+}
+
+/// Makes `file` at least `len` bytes long with its blocks allocated up
+/// front. Writes into allocated (unwritten) blocks skip the filesystem's
+/// per-block delayed allocation: 2 GiB of 256 KiB `pwrite`s into a fresh
+/// ext4 file took 0.28-0.34 s after `fallocate` against 0.40-0.54 s without
+/// (8 alternating runs each). A full disk also fails here, before any
+/// copying. tmpfs zeroes what `fallocate` allocates (0.83 s against 0.73 s
+/// for the same 2 GiB), and filesystems without `fallocate` have nothing
+/// to allocate: both just get the length.
+fn allocate(file: &File, len: u64) -> Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
+    use std::os::fd::AsRawFd;
+    let have = file.metadata().ctx(|| "stat pages.img".into())?.len();
+    if len <= have {
+        return Ok(());
+    }
+    let what = || format!("allocate {len} bytes for pages.img");
+    if fstatfs(file).ctx(what)?.filesystem_type() == TMPFS_MAGIC {
+        return file.set_len(len).ctx(what);
+    }
+    let (Ok(off), Ok(more)) = (i64::try_from(have), i64::try_from(len - have)) else {
+        return Err(nix::errno::Errno::EFBIG).ctx(what);
+    };
+    match fallocate(file.as_raw_fd(), FallocateFlags::empty(), off, more) {
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => file.set_len(len).ctx(what),
+        r => r.ctx(what),
     }
 }
 

@@ -568,26 +568,55 @@ fn sigkill_mid_copy(run: &mut Run) -> Result<(), String> {
     run.reap(pid, "original")
 }
 
-/// A tmpfs of `mib` MiB mounted on `dir` for as long as it lives.
-struct SmallDisk(PathBuf);
+/// A small filesystem mounted on `dir` for as long as it lives: a tmpfs,
+/// or ext4 on a loop device backed by a file (removed with the mount).
+struct SmallDisk {
+    dir: PathBuf,
+    backing: Option<PathBuf>,
+}
+
+fn run_cmd(what: &str, cmd: &mut std::process::Command) -> Result<(), String> {
+    let o = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("{what}: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(())
+}
 
 impl SmallDisk {
     fn mount(dir: &Path, mib: u32) -> Result<SmallDisk, String> {
-        let o = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("run mount: {e}"))?;
-        if !o.status.success() {
-            return Err(format!("mount a {mib} MiB tmpfs: {}", String::from_utf8_lossy(&o.stderr)));
-        }
-        Ok(SmallDisk(dir.to_path_buf()))
+        run_cmd(
+            &format!("mount a {mib} MiB tmpfs"),
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+                .arg(dir),
+        )?;
+        Ok(SmallDisk { dir: dir.to_path_buf(), backing: None })
+    }
+
+    fn mount_ext4(dir: &Path, mib: u32) -> Result<SmallDisk, String> {
+        let backing = dir.with_extension("ext4");
+        let file = fs::File::create(&backing).map_err(|e| format!("create {}: {e}", backing.display()))?;
+        file.set_len(u64::from(mib) << 20).map_err(|e| e.to_string())?;
+        // The guard removes the backing file if mkfs or mount fails.
+        let disk = SmallDisk { dir: dir.to_path_buf(), backing: Some(backing.clone()) };
+        run_cmd("mkfs.ext4", std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&backing))?;
+        run_cmd(
+            &format!("mount a {mib} MiB ext4"),
+            std::process::Command::new("mount").args(["-o", "loop"]).arg(&backing).arg(dir),
+        )?;
+        fs::remove_dir(dir.join("lost+found")).map_err(|e| format!("remove lost+found: {e}"))?;
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(|e| e.to_string())?;
+        Ok(disk)
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::process::Command::new("umount").arg(&self.dir).output();
+        if let Some(b) = &self.backing {
+            let _ = fs::remove_file(b);
+        }
     }
 }
 
@@ -603,6 +632,28 @@ fn full_disk(run: &mut Run) -> Result<(), String> {
         let args = run.dump_args(pid, false);
         let o = run.stasis_outcome("dump-full", &strs(&args), &[])?;
         expect_failure(&o, "write pages.img: No space left on device")?;
+        check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump: {e}"))?;
+        expect_no_image(&run.img)?;
+    }
+    if run.state.join("result").exists() {
+        return Err("the program wrote a result during the failed dump".into());
+    }
+    retry_dump(run, pid, &tree, true)
+}
+
+/// The image cannot fit on an ext4 disk (64 MiB of memory, 16 MiB of
+/// disk): pages.img's blocks are allocated before any page is copied, so
+/// the dump fails there, saying so, removes what it wrote, and the tree runs
+/// on untouched; with room again, a retry works.
+fn full_ext4_disk(run: &mut Run) -> Result<(), String> {
+    fs::write(run.state.join("mib"), "64").map_err(|e| e.to_string())?;
+    let pid = run.start()?;
+    let tree = tree_of(pid);
+    {
+        let _disk = SmallDisk::mount_ext4(&run.img, 16)?;
+        let args = run.dump_args(pid, false);
+        let o = run.stasis_outcome("dump-full-ext4", &strs(&args), &[])?;
+        expect_failure(&o, "bytes for pages.img: No space left on device")?;
         check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump: {e}"))?;
         expect_no_image(&run.img)?;
     }
@@ -807,6 +858,12 @@ fn sigkill_dump_mid_copy() {
 fn dump_to_full_disk() {
     let _g = serial();
     with_run(&BIGMEM, "full-disk", full_disk);
+}
+
+#[test]
+fn dump_to_full_ext4_disk() {
+    let _g = serial();
+    with_run(&BIGMEM, "full-ext4", full_ext4_disk);
 }
 
 #[test]
