@@ -620,40 +620,20 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The disk fills up in the middle of the page copy (64 MiB of memory, a
-/// 16 MiB tmpfs for the image): the dump fails saying so, removes what it
-/// wrote, and the tree runs on untouched; with room again, a retry works.
-fn full_disk(run: &mut Run) -> Result<(), String> {
+/// The image does not fit on the disk (64 MiB of memory, 16 MiB of
+/// disk): the dump fails saying `want`, removes what it wrote, and the tree
+/// runs on untouched; with room again, a retry works. On tmpfs the disk
+/// fills up in the middle of the page copy; on ext4 pages.img's blocks are
+/// allocated before any page is copied, and that fails.
+fn full_disk(run: &mut Run, ext4: bool, want: &str) -> Result<(), String> {
     fs::write(run.state.join("mib"), "64").map_err(|e| e.to_string())?;
     let pid = run.start()?;
     let tree = tree_of(pid);
     {
-        let _disk = SmallDisk::mount(&run.img, 16)?;
+        let _disk = if ext4 { SmallDisk::mount_ext4(&run.img, 16)? } else { SmallDisk::mount(&run.img, 16)? };
         let args = run.dump_args(pid, false);
         let o = run.stasis_outcome("dump-full", &strs(&args), &[])?;
-        expect_failure(&o, "write pages.img: No space left on device")?;
-        check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump: {e}"))?;
-        expect_no_image(&run.img)?;
-    }
-    if run.state.join("result").exists() {
-        return Err("the program wrote a result during the failed dump".into());
-    }
-    retry_dump(run, pid, &tree, true)
-}
-
-/// The image cannot fit on an ext4 disk (64 MiB of memory, 16 MiB of
-/// disk): pages.img's blocks are allocated before any page is copied, so
-/// the dump fails there, saying so, removes what it wrote, and the tree runs
-/// on untouched; with room again, a retry works.
-fn full_ext4_disk(run: &mut Run) -> Result<(), String> {
-    fs::write(run.state.join("mib"), "64").map_err(|e| e.to_string())?;
-    let pid = run.start()?;
-    let tree = tree_of(pid);
-    {
-        let _disk = SmallDisk::mount_ext4(&run.img, 16)?;
-        let args = run.dump_args(pid, false);
-        let o = run.stasis_outcome("dump-full-ext4", &strs(&args), &[])?;
-        expect_failure(&o, "bytes for pages.img: No space left on device")?;
+        expect_failure(&o, want)?;
         check_tree_runs(pid, &tree).map_err(|e| format!("after the failed dump: {e}"))?;
         expect_no_image(&run.img)?;
     }
@@ -857,13 +837,13 @@ fn sigkill_dump_mid_copy() {
 #[test]
 fn dump_to_full_disk() {
     let _g = serial();
-    with_run(&BIGMEM, "full-disk", full_disk);
+    with_run(&BIGMEM, "full-disk", |run| full_disk(run, false, "write pages.img: No space left on device"));
 }
 
 #[test]
 fn dump_to_full_ext4_disk() {
     let _g = serial();
-    with_run(&BIGMEM, "full-ext4", full_ext4_disk);
+    with_run(&BIGMEM, "full-ext4", |run| full_disk(run, true, "bytes for pages.img: No space left on device"));
 }
 
 #[test]
