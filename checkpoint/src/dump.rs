@@ -82,6 +82,8 @@ pub struct DumpStats {
     pub phases: Vec<(&'static str, u64)>,
     /// Killed processes whose memory the engine freed alongside their exit.
     pub reaped: usize,
+    /// The copy while the tree ran, before the frozen pass (leave-running).
+    pub precopy: Option<crate::precopy::RoundTimes>,
 }
 
 /// Files a dump creates in the image directory.
@@ -137,6 +139,7 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
     }
     let (mut tree, mut copier, mut stats) = collect(&seized, opts, w, pre.as_ref(), t0)?;
     stats.phases.insert(0, ("seize", seized_us));
+    stats.precopy = pre.as_ref().filter(|_| parent.is_none()).map(|p| p.times);
     if opts.leave_running {
         // Everything is copied: the tree may run while we write metadata.
         seized.release();
@@ -161,7 +164,7 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
 /// keeps a write tracker for the next dump (`--parent-path`).
 fn pre_dump(root: i32, opts: &DumpOptions, w: &PagesWriter, parent: Option<&PreDumpImage>, parents: &[image::PagesReader]) -> Result<DumpStats> {
     let t0 = Instant::now();
-    let (_pre, img) = crate::precopy::PreCopy::pre_dump(root, opts.freezer.clone(), w, opts.copy_threads, parent, parents)?;
+    let (pre, img) = crate::precopy::PreCopy::pre_dump(root, opts.freezer.clone(), w, opts.copy_threads, parent, parents)?;
     let copied: u64 = img.tasks.iter().flat_map(|t| &t.runs).filter(|r| r.parent == 0).map(|r| r.data.len).sum();
     let pages_len = w.finish()?;
     fault_point("write-image")?;
@@ -175,6 +178,8 @@ fn pre_dump(root: i32, opts: &DumpOptions, w: &PagesWriter, parent: Option<&PreD
         pages_bytes: copied,
         pages_scanned: copied / 4096,
         memdump_us: t0.elapsed().as_micros() as u64,
+        frozen_us: pre.times.frozen_us,
+        precopy: Some(pre.times),
         ..Default::default()
     })
 }

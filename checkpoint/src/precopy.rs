@@ -51,8 +51,24 @@ struct Tracked {
 #[derive(Default)]
 pub struct PreCopy {
     tasks: HashMap<i32, Tracked>,
+    /// What the running round took: see [`RoundTimes`].
+    pub times: RoundTimes,
     /// `VmFlags` per VMA, read from smaps just before the final freeze.
     flags: HashMap<i32, HashMap<VmaKey, Vec<String>>>,
+}
+
+/// Figures of a round that copies while the tree runs, microseconds from
+/// its start: the tree is frozen only while trackers are opened.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RoundTimes {
+    /// The tree runs again (trackers opened; freeze ends).
+    pub frozen_us: u64,
+    /// Writes are tracked and the pages to copy listed.
+    pub tracked_us: u64,
+    /// Everything listed is copied.
+    pub copied_us: u64,
+    /// Bytes copied.
+    pub bytes: u64,
 }
 
 /// A VMA by (start, end, file offset, inode): the same key before and after
@@ -173,6 +189,8 @@ impl PreCopy {
         keep: bool,
         parents: &[crate::image::PagesReader],
     ) -> Result<PreCopy> {
+        let t0 = std::time::Instant::now();
+        let us = || t0.elapsed().as_micros() as u64;
         let seized = Seized::collect(root, freezer)?;
         let idx = seized.tasks[0].status.nspid.len() - 1;
         let mut pre = PreCopy::default();
@@ -194,6 +212,7 @@ impl PreCopy {
             }
         }
         seized.release();
+        pre.times.frozen_us = us();
         // The tree runs again: a process may exit at any point from here on;
         // it is then simply not tracked (the final dump copies what exists).
         let mut copier = Copier { tolerate_exit: true, ..Default::default() };
@@ -223,8 +242,11 @@ impl PreCopy {
         for pid in gone {
             pre.tasks.remove(&pid);
         }
+        pre.times.tracked_us = us();
+        pre.times.bytes = copier.jobs.iter().map(|j| j.len).sum();
         let sums = copier.run(w, threads)?;
         let resums = copier.rehash_sums(w, parents)?;
+        pre.times.copied_us = us();
         for (pid, mut runs) in fresh {
             for r in runs.iter_mut() {
                 if r.parent == 0 {

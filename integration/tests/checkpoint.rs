@@ -108,6 +108,8 @@ fn checkpoint_and_restore_a_running_container() {
     ]))
     .ok();
     assert!(again.join("inventory.img").is_file());
+    let log = fs::read_to_string(again.join("dump.log")).expect("dump.log");
+    assert!(log.contains("bytes while the container ran: frozen"), "{log}");
     assert_eq!(rt.state(&id)["pid"], st["pid"]);
     wait_beyond(&bundle, progress(&bundle).unwrap().iter);
     rt.exec(&["kill", &id, "KILL"]).ok();

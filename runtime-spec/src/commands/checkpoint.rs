@@ -302,6 +302,17 @@ fn success_log(
         ms(st.memwrite_us),
         ms(wall_us)
     );
+    if let Some(p) = &st.precopy {
+        let _ = writeln!(
+            s,
+            "copied {} bytes while the container ran: frozen {:.1} ms to start tracking writes, \
+             tracking by {:.1} ms, copied by {:.1} ms",
+            p.bytes,
+            ms(p.frozen_us),
+            ms(p.tracked_us),
+            ms(p.copied_us)
+        );
+    }
     if !st.phases.is_empty() {
         let list: Vec<String> = st.phases.iter().map(|(name, us)| format!("{name} {:.1}", ms(*us))).collect();
         let _ = writeln!(s, "engine phases end at (ms): {}", list.join(", "));
