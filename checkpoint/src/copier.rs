@@ -152,7 +152,9 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
 /// Copy buffer: small enough to stay in L2 while it is read, hashed and
 /// written, and to hold pages.img's inode lock (each `pwrite` takes it)
 /// for short spells. Measured side by side on memhog2048: 8 MiB 5.5-7.4 s
-/// of copy under load, 256 KiB 1.1-2.0 s, 64 KiB and 1 MiB worse.
+/// of copy under load, 256 KiB 1.1-2.0 s, 64 KiB and 1 MiB worse. Again
+/// with two workers (whole checkpoints, six alternating runs each):
+/// 256 KiB 0.63-1.12 s, 128 KiB 0.67-0.95 s, 1 MiB 0.72-1.72 s.
 const BUF_LEN: usize = 256 << 10;
 
 impl Copier {
