@@ -15,22 +15,28 @@ pub enum Freezer {
     V2(PathBuf),
 }
 
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
+/// `path` (a cgroup path as `/proc/<pid>/cgroup` shows it) under the first
+/// mount in `mountinfo` (the text of `/proc/self/mountinfo`) of `fstype`
+/// (`cgroup` or `cgroup2`), with the super option `controller` for a v1
+/// hierarchy. A mount of a sub-tree (root not `/`) shows the paths below
+/// its root; a path outside it gives `None`.
+pub fn cgroup_dir(mountinfo: &str, fstype: &str, controller: Option<&str>, path: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
-        let mnt = pre.split_whitespace().nth(4)?;
-        post.starts_with("cgroup2 ").then(|| PathBuf::from(mnt))
-    })
-}
-
-fn v1_mount(controller: &str) -> Option<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let opts = post.split_whitespace().nth(2)?;
-        let mnt = pre.split_whitespace().nth(4)?;
-        (post.starts_with("cgroup ") && opts.split(',').any(|o| o == controller)).then(|| PathBuf::from(mnt))
+        let mut pre = pre.split_whitespace();
+        let root = pre.nth(3)?;
+        let mount_point = pre.next()?;
+        let mut post = post.split_whitespace();
+        if post.next()? != fstype {
+            return None;
+        }
+        if let Some(c) = controller {
+            if !post.nth(1)?.split(',').any(|o| o == c) {
+                return None;
+            }
+        }
+        let rel = if root == "/" { path } else { path.strip_prefix(root)? };
+        Some(Path::new(mount_point).join(rel.trim_start_matches('/')))
     })
 }
 
@@ -39,17 +45,18 @@ impl Freezer {
     /// uses it on hybrid hosts); `None` when the task sits in a root cgroup.
     pub fn of_pid(pid: i32) -> io::Result<Option<Freezer>> {
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
         let mut v2 = None;
         for line in text.lines() {
             let mut it = line.splitn(3, ':');
             let (_, ctrl, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or("/"));
             if ctrl.split(',').any(|c| c == "freezer") && path != "/" {
-                if let Some(m) = v1_mount("freezer") {
-                    return Ok(Some(Freezer::V1(m.join(path.trim_start_matches('/')))));
+                if let Some(d) = cgroup_dir(&mountinfo, "cgroup", Some("freezer"), path) {
+                    return Ok(Some(Freezer::V1(d)));
                 }
             }
             if ctrl.is_empty() && path != "/" {
-                v2 = cgroup2_mount().map(|m| Freezer::V2(m.join(path.trim_start_matches('/'))));
+                v2 = cgroup_dir(&mountinfo, "cgroup2", None, path).map(Freezer::V2);
             }
         }
         Ok(v2)
@@ -118,5 +125,33 @@ impl Freezer {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_dirs_under_the_mounts_of_mountinfo() {
+        let mi = "\
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+35 30 0:31 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+36 30 0:32 / /sys/fs/cgroup/freezer rw,nosuid - cgroup cgroup rw,freezer
+";
+        assert_eq!(cgroup_dir(mi, "cgroup", Some("freezer"), "/default/c1"), Some(PathBuf::from("/sys/fs/cgroup/freezer/default/c1")));
+        assert_eq!(cgroup_dir(mi, "cgroup2", None, "/default/c1"), Some(PathBuf::from("/sys/fs/cgroup/unified/default/c1")));
+        assert_eq!(cgroup_dir(mi, "cgroup", Some("cpu"), "/default/c1"), None);
+    }
+
+    #[test]
+    fn a_sub_tree_mount_shows_paths_below_its_root() {
+        let mi = "35 30 0:31 /kubepods /mnt/mem rw - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            cgroup_dir(mi, "cgroup", Some("memory"), "/kubepods/pod1/c1"),
+            Some(PathBuf::from("/mnt/mem/pod1/c1"))
+        );
+        assert_eq!(cgroup_dir(mi, "cgroup", Some("memory"), "/other/c1"), None);
+        assert_eq!(cgroup_dir(mi, "cgroup", Some("cpu"), "/kubepods/c1"), None);
     }
 }

@@ -21,10 +21,11 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use stasis_checkpoint::freezer::cgroup_dir;
 
 /// Where the memory cgroup of a process is, and which notification it has.
 #[derive(Debug, PartialEq, Eq)]
@@ -92,37 +93,14 @@ fn memory_cgroup(cgroup: &str, mountinfo: &str) -> Option<MemoryCgroup> {
         let mut f = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else { continue };
         if controllers.split(',').any(|c| c == "memory") {
-            let dir = under_mount(mountinfo, "cgroup", Some("memory"), path)?;
+            let dir = cgroup_dir(mountinfo, "cgroup", Some("memory"), path)?;
             return Some(MemoryCgroup::V1(dir));
         }
         if controllers.is_empty() {
-            v2 = under_mount(mountinfo, "cgroup2", None, path);
+            v2 = cgroup_dir(mountinfo, "cgroup2", None, path);
         }
     }
     v2.filter(|d| d.join("memory.events").exists()).map(MemoryCgroup::V2)
-}
-
-/// `path` (a cgroup path as /proc/<pid>/cgroup shows it) under the first
-/// mount of `fstype` (with super option `option`, for v1 controllers).
-fn under_mount(mountinfo: &str, fstype: &str, option: Option<&str>, path: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mut pre = pre.split_whitespace();
-        let root = pre.nth(3)?;
-        let mount_point = pre.next()?;
-        let mut post = post.split_whitespace();
-        if post.next()? != fstype {
-            return None;
-        }
-        if let Some(o) = option {
-            if !post.nth(1)?.split(',').any(|x| x == o) {
-                return None;
-            }
-        }
-        // A mount of a sub-tree (root not "/") shows the paths below it.
-        let rel = if root == "/" { path } else { path.strip_prefix(root)? };
-        Some(Path::new(mount_point).join(rel.trim_start_matches('/')))
-    })
 }
 
 /// The `oom_kill` count of a cgroup v2 `memory.events` file.
@@ -152,17 +130,6 @@ mod tests {
             memory_cgroup(cgroup, MOUNTINFO),
             Some(MemoryCgroup::V1("/sys/fs/cgroup/memory/default/c1".into()))
         );
-    }
-
-    #[test]
-    fn a_sub_tree_mount_shows_paths_below_its_root() {
-        let mi = "35 30 0:31 /kubepods /mnt/mem rw - cgroup cgroup rw,memory\n";
-        assert_eq!(
-            under_mount(mi, "cgroup", Some("memory"), "/kubepods/pod1/c1"),
-            Some(PathBuf::from("/mnt/mem/pod1/c1"))
-        );
-        assert_eq!(under_mount(mi, "cgroup", Some("memory"), "/other/c1"), None);
-        assert_eq!(under_mount(mi, "cgroup", Some("cpu"), "/kubepods/c1"), None);
     }
 
     #[test]
