@@ -79,10 +79,10 @@ impl Copier {
 /// per-block delayed allocation: 2 GiB of 256 KiB `pwrite`s into a fresh
 /// ext4 file took 0.25-0.34 s after `fallocate` against 0.37-0.54 s without
 /// (two sets of 8 alternating runs; a few runs over 1 s in both aside). A
-/// full disk also fails here, before any
-/// copying. tmpfs zeroes what `fallocate` allocates (0.83 s against 0.73 s
-/// for the same 2 GiB), and filesystems without `fallocate` have nothing
-/// to allocate: both just get the length.
+/// full disk also fails here, before any copying. tmpfs zeroes what
+/// `fallocate` allocates (0.83 s against 0.73 s for the same 2 GiB), and
+/// filesystems without `fallocate` have nothing to allocate: both just get
+/// the length.
 fn allocate(file: &File, len: u64) -> Result<()> {
     use nix::fcntl::{fallocate, FallocateFlags};
     use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
