@@ -6,7 +6,8 @@
 //! the image), directories, character devices, pipes and FIFOs with the bytes
 //! queued in them (read with `tee`, so nothing is consumed), memfds, and
 //! pipes from outside the tree on stdio (`Inherited`, supplied by the
-//! restorer). Anything else fails the dump naming the task, fd and kind.
+//! restorer), and eventfd, signalfd, timerfd and epoll ([`crate::events`]).
+//! Anything else fails the dump naming the task, fd and kind.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -163,8 +164,8 @@ impl FileTable {
         if link.starts_with("socket:") {
             return Err(unsupported(format!("socket {link}")));
         }
-        if link.starts_with("anon_inode:") {
-            return Err(unsupported(link.trim_start_matches("anon_inode:").to_string()));
+        if let Some(name) = link.strip_prefix("anon_inode:") {
+            return crate::events::dump(pid, vpid, fd, name);
         }
         if !link.starts_with('/') {
             return Err(unsupported(link.to_string()));
@@ -235,6 +236,16 @@ impl FileTable {
                     _ => {}
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// After all tasks: names the file behind every epoll watch (see
+    /// [`crate::events`]).
+    pub fn finish_epolls(&mut self) -> Result<()> {
+        let by_fd: HashMap<(i32, i32), u32> = self.users.iter().enumerate().flat_map(|(id, us)| us.iter().map(move |&u| (u, id as u32))).collect();
+        for (f, &(pid, fd)) in self.files.iter_mut().zip(&self.reps) {
+            crate::events::resolve_watches(f, pid, fd, &by_fd)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 pub mod dump;
 pub mod error;
+mod events;
 mod files;
 pub mod freezer;
 pub mod image;

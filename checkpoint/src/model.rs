@@ -304,6 +304,28 @@ pub enum FileKind {
     /// the container's caller, `key` = "pipe:\[ino\]"): the restorer supplies
     /// its replacement, as runc does with `descriptors.json`.
     Inherited { key: String },
+    /// An eventfd: its counter, and whether reads take one at a time.
+    EventFd { count: u64, semaphore: bool },
+    /// A signalfd reading the signals of `mask` (bit n-1 for signal n).
+    SignalFd { mask: u64 },
+    /// A timerfd: its clock, the time left and the period in nanoseconds
+    /// (0: disarmed, one-shot), its `timerfd_settime` flags and the
+    /// expirations nobody has read yet.
+    TimerFd { clock: i32, value_ns: u64, interval_ns: u64, flags: i32, ticks: u64 },
+    /// An epoll instance. Task `owner` registers its watches once its fds
+    /// are in place: each `fd` of a watch is a number in that task's fd
+    /// table (the key the application uses with `epoll_ctl`).
+    Epoll { owner: i32, watches: Vec<EpollWatch> },
+}
+
+/// One file watched by an epoll instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EpollWatch {
+    pub fd: i32,
+    /// The watched file's id.
+    pub file: u32,
+    pub events: u32,
+    pub data: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

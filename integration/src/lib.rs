@@ -91,7 +91,12 @@ pub fn stasis_bin() -> PathBuf {
 /// checks its own heap, 4 MiB or argv[2] MiB, every iteration and reports
 /// `iter=N pid=P errors=E`) statically into `out`.
 pub fn build_counter(out: &Path) {
-    let src = workspace_root().join("integration/workloads/counter.c");
+    build_workload("counter", out)
+}
+
+/// Compiles `integration/workloads/<name>.c` statically into `out`.
+pub fn build_workload(name: &str, out: &Path) {
+    let src = workspace_root().join(format!("integration/workloads/{name}.c"));
     let gcc = Command::new("gcc")
         .args(["-O2", "-static", "-o"])
         .arg(out)

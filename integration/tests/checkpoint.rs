@@ -506,3 +506,56 @@ fn pre_dumps_then_an_incremental_checkpoint_restore_the_container() {
     rt.exec(&["delete", &id]).ok();
     assert_gone(&rt, &id, &bundle);
 }
+
+/// An event loop (epoll over a periodic timerfd, an edge-triggered eventfd
+/// and a signalfd; `workloads/evloop.c`) checkpoints and restores: the
+/// image holds the four descriptors, the restored loop goes on ticking with
+/// its eventfd count and watches intact (it counts any mismatch as an
+/// error), its signalfd receives a signal sent after the restore, and it
+/// checkpoints again while running.
+#[test]
+fn an_event_loop_keeps_its_timer_watches_and_signalfd() {
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        stasis_integration::Bundle::busybox(&["/bin/evloop"]),
+        TempDir::new("stasis-evloop"),
+    );
+    stasis_integration::build_workload("evloop", &bundle.rootfs().join("bin/evloop"));
+    let id = unique_id("cr-ev");
+    let _guard = rt.adopt(&id);
+    let run = run_counter(&rt, &bundle, &id);
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
+    let at = progress(&bundle).expect("state");
+    assert_gone(&rt, &id, &bundle);
+    let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
+    for kind in ["epoll (fd ", "timerfd (clock 1,", "eventfd (count", "signalfd (mask 0x800)"] {
+        assert!(shown.contains(kind), "no {kind:?} in:\n{shown}");
+    }
+
+    let mut restored = restore(&rt, &image, &bundle, &id, &[]);
+    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
+    let first = Progress::parse(&restored.line()).expect("a state line");
+    assert!(first.iter >= at.iter, "{first:?} after {at:?}");
+    let sigs = || fs::read_to_string(bundle.rootfs().join("tmp/state")).unwrap_or_default();
+    let later = wait_beyond(&bundle, at.iter + 30);
+    assert_eq!((later.pid, later.errors), (1, 0), "{}", sigs());
+    assert!(sigs().contains("sigs=0"), "{}", sigs());
+    rt.exec(&["kill", &id, "USR2"]).ok();
+    let start = std::time::Instant::now();
+    while !sigs().contains("sigs=1") {
+        assert!(start.elapsed() < WAIT, "SIGUSR2 not read from the signalfd: {}", sigs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Once more, leaving it running: it goes on without an error.
+    let again = dir.path().join("again");
+    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &again, &id])).ok();
+    let after = wait_beyond(&bundle, progress(&bundle).unwrap().iter + 30);
+    assert_eq!((after.pid, after.errors), (1, 0), "{}", sigs());
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    rt.wait_status(&id, "stopped", WAIT);
+    rt.exec(&["delete", &id]).ok();
+    assert_gone(&rt, &id, &bundle);
+    drop(run);
+}

@@ -99,6 +99,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("creds", Mode::LeaveRunning),
     ("anon_bulk", Mode::Kill),
     ("anon_bulk", Mode::LeaveRunning),
+    ("event_fds", Mode::Kill),
+    ("event_fds", Mode::LeaveRunning),
 ];
 
 
@@ -300,6 +302,7 @@ zdtm_tests!(
     seccomp,
     creds,
     anon_bulk,
+    event_fds,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -237,6 +237,7 @@ fn setup_task(plan: &Plan, idx: usize) -> R<()> {
         return Ok(());
     }
     install_fds(plan, t)?;
+    crate::events::register_watches(&plan.tree.files, t)?;
     let cwd = cstr(&t.fs.cwd)?;
     if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
         return Err(errno(&format!("chdir {}", t.fs.cwd)));
@@ -498,6 +499,7 @@ fn open_one(
             }
             r
         }
+        FileKind::EventFd { .. } | FileKind::SignalFd { .. } | FileKind::TimerFd { .. } | FileKind::Epoll { .. } => crate::events::open(&f.kind),
         FileKind::Memfd { shmem } => {
             let src = plan.shmem_fd[*shmem as usize];
             open_path(&format!("/proc/self/fd/{src}"), flags)

@@ -52,6 +52,24 @@ pub fn kcmp_same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<bo
     Ok(r == 0)
 }
 
+/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, fd, 0})`: true when fd `fd`
+/// of `pid` refers to the file its epoll instance `epfd` watches under that
+/// fd number (the first such watch).
+pub fn kcmp_epoll_watch(pid: i32, fd: i32, epfd: i32) -> io::Result<bool> {
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    const KCMP_EPOLL_TFD: i32 = 7;
+    let slot = Slot { efd: epfd as u32, tfd: fd as u32, toff: 0 };
+    // SAFETY: the kernel reads a `struct kcmp_epoll_slot` from `slot`, which
+    // lives until the call returns.
+    let r = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd, &slot as *const Slot) })?;
+    Ok(r == 0)
+}
+
 /// Reads `len` bytes at `addr` of process `pid` into `buf` with
 /// `process_vm_readv`, looping over short reads. Returns the bytes read
 /// (short only when the remote range stops being readable).

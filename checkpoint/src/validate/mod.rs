@@ -296,6 +296,7 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                 Some(_) => bail!("{who}: memfd refers to shmem {id}, which is not a memfd"),
                 None => bail!("{who}: memfd refers to missing shmem {id}"),
             },
+            k => check_event_file(&who, k)?,
         }
     }
 
@@ -335,6 +336,7 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         }
         check_task(task, &who, &files, &shmem, pages_len)?;
     }
+    check_epolls(t, &index)?;
     if let Some(root) = t.tasks.first().filter(|r| index.contains_key(&r.ppid)) {
         bail!("task {}: the root's parent {} is a task of the image (a cycle)", root.pid, root.ppid);
     }
@@ -344,6 +346,60 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         for (what, id) in [("process group", task.pgid), ("session", task.sid)] {
             if id != 0 && !index.contains_key(&id) {
                 bail!("task {}: {what} {id} is led by no task of the image", task.pid);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// eventfd, signalfd, timerfd and epoll files (see `crate::events`).
+fn check_event_file(who: &str, kind: &FileKind) -> Result<(), ImageError> {
+    match kind {
+        FileKind::EventFd { count, .. } => {
+            if *count == u64::MAX {
+                bail!("{who}: eventfd count {count:#x} is over the maximum");
+            }
+        }
+        FileKind::SignalFd { mask } => {
+            let never = 1u64 << (libc::SIGKILL - 1) | 1u64 << (libc::SIGSTOP - 1);
+            if mask & never != 0 {
+                bail!("{who}: signalfd mask {mask:#x} holds SIGKILL or SIGSTOP");
+            }
+        }
+        FileKind::TimerFd { clock, flags, .. } => {
+            let clocks = [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC, libc::CLOCK_BOOTTIME, libc::CLOCK_REALTIME_ALARM, libc::CLOCK_BOOTTIME_ALARM];
+            let known = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
+            if !clocks.contains(clock) || flags & !known != 0 {
+                bail!("{who}: timerfd clock {clock} or flags {flags:#o} invalid");
+            }
+        }
+        FileKind::Epoll { watches, .. } => {
+            if watches.len() > MAX_FDS {
+                bail!("{who}: {} epoll watches (limit {MAX_FDS})", watches.len());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Every epoll instance belongs to a live task of the image that holds it,
+/// and each watch names an fd of that task and the file behind that fd.
+fn check_epolls(t: &TreeImage, index: &HashMap<i32, usize>) -> Result<(), ImageError> {
+    for f in &t.files {
+        let FileKind::Epoll { owner, watches } = &f.kind else { continue };
+        let who = format!("file {}", f.id);
+        let Some(task) = index.get(owner).map(|&i| &t.tasks[i]) else {
+            bail!("{who}: epoll owner {owner} is not a task of the image");
+        };
+        let fds: HashMap<i32, u32> = task.fds.iter().map(|d| (d.fd, d.file)).collect();
+        if !fds.values().any(|&id| id == f.id) {
+            bail!("{who}: epoll owner {owner} does not hold it");
+        }
+        let mut seen = HashSet::new();
+        for w in watches {
+            if !seen.insert(w.fd) || w.file == f.id || fds.get(&w.fd) != Some(&w.file) {
+                bail!("{who}: epoll watch of fd {} (file {}) is not fd {} of task {owner}, or repeated", w.fd, w.file, w.fd);
             }
         }
     }
@@ -644,3 +700,5 @@ pub fn check_inventory(
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod event_tests;

@@ -110,7 +110,7 @@ pub(crate) fn task(
     }
 }
 
-fn fd(fd: i32, file: u32) -> FdImage {
+pub(super) fn fd(fd: i32, file: u32) -> FdImage {
     FdImage {
         fd,
         file,
@@ -118,7 +118,7 @@ fn fd(fd: i32, file: u32) -> FdImage {
     }
 }
 
-fn file(id: u32, kind: FileKind) -> FileImage {
+pub(super) fn file(id: u32, kind: FileKind) -> FileImage {
     FileImage {
         id,
         flags: libc::O_RDONLY,
@@ -232,7 +232,7 @@ pub(crate) fn sample_tree() -> TreeImage {
     }
 }
 
-fn expect(f: impl FnOnce(&mut TreeImage), needle: &str) {
+pub(super) fn expect(f: impl FnOnce(&mut TreeImage), needle: &str) {
     let mut t = sample_tree();
     f(&mut t);
     match validate(&t, PAGES_LEN) {

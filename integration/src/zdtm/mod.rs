@@ -76,6 +76,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("seccomp", true, &[], &["filters"]),
     prog("creds", true, &[], &["caps", "keepcaps", "nnp"]),
     prog("anon_bulk", true, &[], &["content", "uffd"]),
+    prog("event_fds", true, &[], &["eventfd", "signalfd", "timerfd", "epoll"]),
 ];
 
 

@@ -1,0 +1,85 @@
+//! Validator tests for eventfd, signalfd, timerfd and epoll files: a valid
+//! set passes, and each forged value is refused with its message.
+
+use super::tests::{expect, fd, file, sample_tree, PAGES_LEN};
+use super::*;
+use crate::model::*;
+
+/// The sample tree plus, in task 1: eventfd 20 (fd 5), signalfd 21 (fd 6),
+/// timerfd 22 (fd 7), and epoll 23 (fd 8) watching fds 5 and 3.
+fn with_events() -> TreeImage {
+    let mut t = sample_tree();
+    t.files.extend([
+        file(20, FileKind::EventFd { count: 5, semaphore: true }),
+        file(21, FileKind::SignalFd { mask: 0xa00 }),
+        file(22, FileKind::TimerFd { clock: libc::CLOCK_REALTIME, value_ns: 1, interval_ns: 2, flags: 3, ticks: 4 }),
+        file(
+            23,
+            FileKind::Epoll {
+                owner: 1,
+                watches: vec![
+                    EpollWatch { fd: 5, file: 20, events: 0x19, data: 7 },
+                    EpollWatch { fd: 3, file: 12, events: 0x8000_0001, data: 8 },
+                ],
+            },
+        ),
+    ]);
+    t.tasks[0].fds.extend([fd(5, 20), fd(6, 21), fd(7, 22), fd(8, 23)]);
+    t
+}
+
+fn expect_ev(f: impl FnOnce(&mut TreeImage), needle: &str) {
+    expect(
+        |t| {
+            *t = with_events();
+            f(t)
+        },
+        needle,
+    )
+}
+
+fn watches(t: &mut TreeImage) -> &mut Vec<EpollWatch> {
+    match &mut t.files.last_mut().unwrap().kind {
+        FileKind::Epoll { watches, .. } => watches,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn event_files() {
+    validate(&with_events(), PAGES_LEN).unwrap();
+    expect_ev(|t| t.files[5].kind = FileKind::EventFd { count: u64::MAX, semaphore: false }, "file 20: eventfd count 0xffffffffffffffff is over the maximum");
+    expect_ev(|t| t.files[6].kind = FileKind::SignalFd { mask: 1 << 8 }, "file 21: signalfd mask 0x100 holds SIGKILL or SIGSTOP");
+    expect_ev(
+        |t| t.files[7].kind = FileKind::TimerFd { clock: libc::CLOCK_PROCESS_CPUTIME_ID, value_ns: 0, interval_ns: 0, flags: 0, ticks: 0 },
+        "file 22: timerfd clock 2 or flags 0o0 invalid",
+    );
+    expect_ev(
+        |t| t.files[7].kind = FileKind::TimerFd { clock: 1, value_ns: 0, interval_ns: 0, flags: 4, ticks: 0 },
+        "file 22: timerfd clock 1 or flags 0o4 invalid",
+    );
+}
+
+#[test]
+fn epoll_watches() {
+    expect_ev(|t| watches(t)[0].file = 21, "file 23: epoll watch of fd 5 (file 21) is not fd 5 of task 1");
+    expect_ev(|t| watches(t)[1].fd = 9, "file 23: epoll watch of fd 9 (file 12) is not fd 9 of task 1");
+    expect_ev(|t| watches(t)[1].file = 23, "epoll watch of fd 3 (file 23)");
+    expect_ev(|t| watches(t).push(EpollWatch { fd: 5, file: 20, events: 1, data: 0 }), "or repeated");
+    expect_ev(
+        |t| {
+            if let FileKind::Epoll { owner, .. } = &mut t.files.last_mut().unwrap().kind {
+                *owner = 2;
+            }
+        },
+        "file 23: epoll owner 2 does not hold it",
+    );
+    expect_ev(
+        |t| {
+            if let FileKind::Epoll { owner, .. } = &mut t.files.last_mut().unwrap().kind {
+                *owner = 9;
+            }
+        },
+        "file 23: epoll owner 9 is not a task of the image",
+    );
+}
