@@ -354,33 +354,24 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
 
 /// eventfd, signalfd, timerfd and epoll files (see `crate::events`).
 fn check_event_file(who: &str, kind: &FileKind) -> Result<(), ImageError> {
+    let never = 1u64 << (libc::SIGKILL - 1) | 1u64 << (libc::SIGSTOP - 1);
+    let clocks = [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC, libc::CLOCK_BOOTTIME, libc::CLOCK_REALTIME_ALARM, libc::CLOCK_BOOTTIME_ALARM];
+    let known = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
     match kind {
-        FileKind::EventFd { count, .. } => {
-            if *count == u64::MAX {
-                bail!("{who}: eventfd count {count:#x} is over the maximum");
-            }
+        FileKind::EventFd { count, .. } if *count == u64::MAX => {
+            bail!("{who}: eventfd count {count:#x} is over the maximum")
         }
-        FileKind::SignalFd { mask } => {
-            let never = 1u64 << (libc::SIGKILL - 1) | 1u64 << (libc::SIGSTOP - 1);
-            if mask & never != 0 {
-                bail!("{who}: signalfd mask {mask:#x} holds SIGKILL or SIGSTOP");
-            }
+        FileKind::SignalFd { mask } if mask & never != 0 => {
+            bail!("{who}: signalfd mask {mask:#x} holds SIGKILL or SIGSTOP")
         }
-        FileKind::TimerFd { clock, flags, .. } => {
-            let clocks = [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC, libc::CLOCK_BOOTTIME, libc::CLOCK_REALTIME_ALARM, libc::CLOCK_BOOTTIME_ALARM];
-            let known = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
-            if !clocks.contains(clock) || flags & !known != 0 {
-                bail!("{who}: timerfd clock {clock} or flags {flags:#o} invalid");
-            }
+        FileKind::TimerFd { clock, flags, .. } if !clocks.contains(clock) || flags & !known != 0 => {
+            bail!("{who}: timerfd clock {clock} or flags {flags:#o} invalid")
         }
-        FileKind::Epoll { watches, .. } => {
-            if watches.len() > MAX_FDS {
-                bail!("{who}: {} epoll watches (limit {MAX_FDS})", watches.len());
-            }
+        FileKind::Epoll { watches, .. } if watches.len() > MAX_FDS => {
+            bail!("{who}: {} epoll watches (limit {MAX_FDS})", watches.len())
         }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Every epoll instance belongs to a live task of the image that holds it,
