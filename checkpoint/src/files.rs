@@ -6,7 +6,8 @@
 //! the image), directories, character devices, pipes and FIFOs with the bytes
 //! queued in them (read with `tee`, so nothing is consumed), memfds, and
 //! pipes from outside the tree on stdio (`Inherited`, supplied by the
-//! restorer), and eventfd, signalfd, timerfd and epoll ([`crate::events`]).
+//! restorer), eventfd, signalfd, timerfd and epoll ([`crate::events`]), and
+//! TCP and UDP sockets without connections ([`crate::sockets`]).
 //! Anything else fails the dump naming the task, fd and kind.
 
 use std::collections::HashMap;
@@ -162,7 +163,7 @@ impl FileTable {
             return Ok(FileKind::Memfd { shmem: shm.memfd(pid, fd, name, w, copier)? });
         }
         if link.starts_with("socket:") {
-            return Err(unsupported(format!("socket {link}")));
+            return crate::sockets::dump(pid, vpid, fd, link);
         }
         if let Some(name) = link.strip_prefix("anon_inode:") {
             return crate::events::dump(pid, vpid, fd, name);

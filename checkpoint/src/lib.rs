@@ -24,6 +24,7 @@ pub mod proc;
 pub mod restore;
 mod seize;
 mod shmem;
+mod sockets;
 pub mod sys;
 mod task;
 pub mod validate;

@@ -316,6 +316,22 @@ pub enum FileKind {
     /// are in place: each `fd` of a watch is a number in that task's fd
     /// table (the key the application uses with `epoll_ctl`).
     Epoll { owner: i32, watches: Vec<EpollWatch> },
+    /// A TCP (`stream`) or UDP socket of `family` AF_INET or AF_INET6 with
+    /// no connection state: bound to `local` (`None`: unbound), listening
+    /// with `backlog`, or (UDP only) connected to `peer`. Addresses are
+    /// written as `std::net::SocketAddr` prints them.
+    InetSocket { family: i32, stream: bool, local: Option<String>, peer: Option<String>, backlog: Option<i32>, options: SocketOptions },
+}
+
+/// The socket options an Internet socket is restored with.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub broadcast: bool,
+    pub v6only: bool,
+    pub nodelay: bool,
 }
 
 /// One file watched by an epoll instance.

@@ -559,3 +559,65 @@ fn an_event_loop_keeps_its_timer_watches_and_signalfd() {
     assert_gone(&rt, &id, &bundle);
     drop(run);
 }
+
+/// Brings up loopback in the network namespace of `pid` (runc leaves it
+/// down; CNI would configure it) and fetches `/` from port 8080 there: the
+/// body of a 200 answer.
+fn fetch_from(pid: i32) -> Option<String> {
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    let up = std::process::Command::new("nsenter").args([&ns, "ip", "link", "set", "lo", "up"]).status().ok()?;
+    assert!(up.success(), "ip link set lo up in the container");
+    // bash's /dev/tcp: the host's static busybox wget crashes resolving.
+    let get = "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3";
+    let out = std::process::Command::new("nsenter").args([&ns, "bash", "-c", get]).stderr(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    (out.status.success() && text.starts_with("HTTP/1.1 200")).then_some(body)
+}
+
+#[track_caller]
+fn wait_fetch(pid: i32) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(page) = fetch_from(pid) {
+            return page;
+        }
+        assert!(start.elapsed() < WAIT, "no answer from the web server in the container");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A web server (busybox httpd, listening on [::]:8080) checkpoints
+/// with its listening socket and answers again from the restored container,
+/// in that container's new network namespace.
+#[test]
+fn a_listening_web_server_answers_after_restore() {
+    let (rt, dir) = (Runtime::stasis(), TempDir::new("stasis-httpd"));
+    let bundle = stasis_integration::Bundle::busybox(&["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    let page = format!("page {}\n", unique_id("www"));
+    fs::create_dir_all(bundle.rootfs().join("www")).unwrap();
+    fs::write(bundle.rootfs().join("www/index.html"), &page).unwrap();
+    let id = unique_id("cr-www");
+    let _guard = rt.adopt(&id);
+    let run = detached(&rt, &argv(&[&"run", &"-d", &"--bundle", &bundle.path(), &id]));
+    assert_eq!(run.code, 0, "run: {}", run.stderr);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+    assert_eq!(wait_fetch(pid), page);
+
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
+    assert_gone(&rt, &id, &bundle);
+    let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
+    assert!(shown.contains("tcp socket listening on [::]:8080"), "{shown}");
+
+    let restored = restore(&rt, &image, &bundle, &id, &[]);
+    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
+    let pid2 = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+    assert_eq!(wait_fetch(pid2), page);
+    assert_eq!(processes_in(&bundle.rootfs()), vec![pid2]);
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    rt.wait_status(&id, "stopped", WAIT);
+    rt.exec(&["delete", &id]).ok();
+    assert_gone(&rt, &id, &bundle);
+    drop((run, restored));
+}

@@ -354,7 +354,7 @@ fn container_checkpoint_and_restore_into_a_new_container() {
     assert_eq!(ctd.stop(), Leftovers::default());
 }
 
-/// A checkpoint stasis refuses (a listening socket: not saved yet) fails
+/// A checkpoint stasis refuses (syslogd's unix socket: not saved) fails
 /// through ctr with stasis' message, as the shim reports it from the
 /// runtime's `--log` (and `dump.log`, copied to `<bundle>/criu-dump.log`),
 /// and the task runs on untouched, not paused.
@@ -369,10 +369,10 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
         &[
             "sh",
             "-c",
-            "nc -l -p 5000 </dev/null >/dev/null & exec /bin/counter",
+            "syslogd -n -O /tmp/messages </dev/null >/dev/null 2>&1 & exec /bin/counter",
         ],
     );
-    // Wait for the listener (pid 2 in the container) to hold its socket.
+    // Wait for syslogd (pid 2 in the container) to hold its socket.
     let start = Instant::now();
     while !ctd
         .ctr(&["tasks", "ps", id])
@@ -390,14 +390,14 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
             })
         })
     {
-        assert!(start.elapsed() < WAIT, "no listening nc in the container");
+        assert!(start.elapsed() < WAIT, "no syslogd socket in the container");
         std::thread::sleep(Duration::from_millis(20));
     }
 
     let out = ctd.ctr(&["tasks", "checkpoint", id]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(
-        out.stderr.contains("cannot be checkpointed") && out.stderr.contains("socket"),
+        out.stderr.contains("cannot be checkpointed") && out.stderr.contains("unix socket"),
         "{out:?}"
     );
     let dump_log = fs::read_to_string(ctd.bundle(id).join("criu-dump.log")).expect("criu-dump.log");

@@ -597,7 +597,7 @@ fn terminals_for_run_and_exec() {
     assert_all_gone(&s, &[&id, &format!("{id}-b")]);
 }
 
-/// A checkpoint the engine refuses (the container holds a listening TCP
+/// A checkpoint the engine refuses (the container holds syslogd's unix
 /// socket, which stasis does not save) fails with stasis' message and the
 /// dump log's path, and the task runs on untouched.
 #[test]
@@ -605,17 +605,17 @@ fn a_refused_checkpoint_reports_why_and_the_task_runs_on() {
     let s = setup();
     let ctrd = &s.ctrd;
     let id = unique_id("shim-r");
-    let workload = "nc -l -p 7777 & exec /bin/counter /tmp/state";
+    let workload = "syslogd -n -O /tmp/messages & exec /bin/counter /tmp/state";
     let (_, rootfs) = run_counter(ctrd, &id, &["sh", "-c", workload]);
 
     let ck = ctrd.ctr(&["tasks", "checkpoint", &id]);
     assert_ne!(
         ck.code, 0,
-        "a checkpoint of a listening socket succeeded: {ck:?}"
+        "a checkpoint of a unix socket succeeded: {ck:?}"
     );
     let dump_log = ctrd.bundle(&id).join("checkpoint-dump.log");
     assert!(
-        ck.stderr.contains("socket")
+        ck.stderr.contains("unix socket")
             && ck.stderr.contains(&format!("path= {}", dump_log.display())),
         "{ck:?}"
     );

@@ -1,7 +1,7 @@
 //! State the engine cannot save: the dump fails with a message naming the
 //! task, the fd and the kind, and the tree runs on exactly as before
-//! (not traced, not stopped, its socket still serving, its file lock
-//! still held).
+//! (not traced, not stopped, its connection and listener still working,
+//! its file lock still held).
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -68,19 +68,24 @@ fn refused_dump(pid: u32, image: &Path) -> String {
 }
 
 #[test]
-fn a_tcp_socket_is_refused_and_the_tree_runs_on() {
+fn a_tcp_connection_is_refused_and_the_tree_runs_on() {
     let tmp = TempDir::new("stasis-unsupported");
-    let bin = build(tmp.path(), "tcp_listener");
+    let bin = build(tmp.path(), "tcp_connection");
     let mut child = start(&bin, &[tmp.path().as_os_str()]);
     let pid = child.id();
     let (n0, port) = wait_beyond(tmp.path(), 0);
     let err = refused_dump(pid, &tmp.path().join("img"));
+    // fd 3, the listener, would be saved; fd 4 is a connection.
     assert!(
-        err.contains(&format!("task {pid}")) && err.contains("fd 3") && err.contains("socket"),
-        "message must name the task, fd and kind: {err}"
+        err.contains(&format!("task {pid}: fd 4 (socket:["))
+            && err.contains(&format!("], TCP connection 127.0.0.1:"))
+            && err.contains(&format!(" -> 127.0.0.1:{port}: connections cannot be saved)"))
+            && err.contains("cannot be checkpointed"),
+        "message must name the task, fd, kind and addresses: {err}"
     );
 
-    // Untouched: running, not traced, still counting and serving.
+    // Untouched: running, not traced, still counting, talking over its
+    // connection (it exits if that breaks) and serving.
     assert_eq!(status_field(pid, "TracerPid:"), "0");
     assert!(!status_field(pid, "State:").starts_with('T'));
     let (n1, _) = wait_beyond(tmp.path(), n0 + 5);

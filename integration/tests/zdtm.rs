@@ -101,6 +101,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("anon_bulk", Mode::LeaveRunning),
     ("event_fds", Mode::Kill),
     ("event_fds", Mode::LeaveRunning),
+    ("inet_sockets", Mode::Kill),
+    ("inet_sockets", Mode::LeaveRunning),
 ];
 
 
@@ -303,6 +305,7 @@ zdtm_tests!(
     creds,
     anon_bulk,
     event_fds,
+    inet_sockets,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

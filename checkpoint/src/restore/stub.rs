@@ -500,6 +500,7 @@ fn open_one(
             r
         }
         FileKind::EventFd { .. } | FileKind::SignalFd { .. } | FileKind::TimerFd { .. } | FileKind::Epoll { .. } => crate::events::open(&f.kind),
+        FileKind::InetSocket { .. } => crate::sockets::open(&f.kind),
         FileKind::Memfd { shmem } => {
             let src = plan.shmem_fd[*shmem as usize];
             open_path(&format!("/proc/self/fd/{src}"), flags)

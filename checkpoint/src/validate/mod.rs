@@ -296,6 +296,7 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                 Some(_) => bail!("{who}: memfd refers to shmem {id}, which is not a memfd"),
                 None => bail!("{who}: memfd refers to missing shmem {id}"),
             },
+            FileKind::InetSocket { .. } => check_socket(&who, &f.kind)?,
             k => check_event_file(&who, k)?,
         }
     }
@@ -372,6 +373,30 @@ fn check_event_file(who: &str, kind: &FileKind) -> Result<(), ImageError> {
         }
         _ => Ok(()),
     }
+}
+
+/// An Internet socket: addresses of its family, a backlog only on a bound
+/// TCP socket, a peer only on a UDP one (see `crate::sockets`).
+fn check_socket(who: &str, kind: &FileKind) -> Result<(), ImageError> {
+    let FileKind::InetSocket { family, stream, local, peer, backlog, options } = kind else { return Ok(()) };
+    let v6 = match *family {
+        libc::AF_INET => false,
+        libc::AF_INET6 => true,
+        f => bail!("{who}: socket family {f} is not AF_INET or AF_INET6"),
+    };
+    for a in [local, peer].into_iter().flatten() {
+        match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.is_ipv6() == v6 => {}
+            _ => bail!("{who}: socket address {a:?} is not one of family {family}"),
+        }
+    }
+    if backlog.is_some_and(|b| !(0..=65535).contains(&b)) || (backlog.is_some() && (!stream || local.is_none())) {
+        bail!("{who}: backlog {backlog:?} on a socket that cannot listen with it");
+    }
+    if (peer.is_some() && *stream) || (options.v6only && !v6) || (options.nodelay && !stream) {
+        bail!("{who}: socket options or peer that its kind does not have");
+    }
+    Ok(())
 }
 
 /// Every epoll instance belongs to a live task of the image that holds it,
@@ -692,4 +717,4 @@ pub fn check_inventory(
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
-mod event_tests;
+mod kinds_tests;

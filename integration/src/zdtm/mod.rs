@@ -77,6 +77,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("creds", true, &[], &["caps", "keepcaps", "nnp"]),
     prog("anon_bulk", true, &[], &["content", "uffd"]),
     prog("event_fds", true, &[], &["eventfd", "signalfd", "timerfd", "epoll"]),
+    prog("inet_sockets", true, &[], &["port", "option", "peer"]),
 ];
 
 

@@ -1,4 +1,4 @@
-//! Validator tests for eventfd, signalfd, timerfd and epoll files: a valid
+//! Validator tests for eventfd, signalfd, timerfd, epoll and socket files: a valid
 //! set passes, and each forged value is refused with its message.
 
 use super::tests::{expect, fd, file, sample_tree, PAGES_LEN};
@@ -82,4 +82,59 @@ fn epoll_watches() {
         },
         "file 23: epoll owner 9 is not a task of the image",
     );
+}
+
+fn with_socket(kind: FileKind) -> TreeImage {
+    let mut t = sample_tree();
+    t.files.push(file(30, kind));
+    t.tasks[0].fds.push(fd(9, 30));
+    t
+}
+
+fn listener() -> FileKind {
+    FileKind::InetSocket {
+        family: libc::AF_INET6,
+        stream: true,
+        local: Some("[::1]:8080".into()),
+        peer: None,
+        backlog: Some(128),
+        options: SocketOptions { reuseaddr: true, v6only: true, nodelay: true, ..Default::default() },
+    }
+}
+
+fn expect_sock(f: impl FnOnce(&mut FileKind), needle: &str) {
+    expect(
+        |t| {
+            let mut k = listener();
+            f(&mut k);
+            *t = with_socket(k);
+        },
+        needle,
+    )
+}
+
+#[test]
+fn inet_sockets() {
+    validate(&with_socket(listener()), PAGES_LEN).unwrap();
+    let udp = FileKind::InetSocket {
+        family: libc::AF_INET,
+        stream: false,
+        local: Some("127.0.0.1:53".into()),
+        peer: Some("10.0.0.1:53".into()),
+        backlog: None,
+        options: SocketOptions { broadcast: true, ..Default::default() },
+    };
+    validate(&with_socket(udp), PAGES_LEN).unwrap();
+    let set = |k: &mut FileKind, f: &dyn Fn(&mut i32, &mut bool, &mut Option<String>, &mut Option<String>, &mut Option<i32>, &mut SocketOptions)| {
+        if let FileKind::InetSocket { family, stream, local, peer, backlog, options } = k {
+            f(family, stream, local, peer, backlog, options)
+        }
+    };
+    expect_sock(|k| set(k, &|f, _, _, _, _, _| *f = libc::AF_UNIX), "file 30: socket family 1 is not AF_INET or AF_INET6");
+    expect_sock(|k| set(k, &|_, _, l, _, _, _| *l = Some("127.0.0.1:80".into())), "file 30: socket address \"127.0.0.1:80\" is not one of family 10");
+    expect_sock(|k| set(k, &|_, _, l, _, _, _| *l = Some("nowhere".into())), "socket address \"nowhere\"");
+    expect_sock(|k| set(k, &|_, _, _, _, b, _| *b = Some(-1)), "file 30: backlog Some(-1) on a socket that cannot listen");
+    expect_sock(|k| set(k, &|_, _, l, _, _, _| *l = None), "backlog Some(128) on a socket that cannot listen");
+    expect_sock(|k| set(k, &|_, _, _, p, _, _| *p = Some("[::1]:1".into())), "file 30: socket options or peer that its kind does not have");
+    expect_sock(|k| set(k, &|f, _, l, _, _, _| (*f, *l) = (libc::AF_INET, Some("1.2.3.4:5".into()))), "socket options or peer");
 }
