@@ -78,7 +78,7 @@ fn a_tcp_connection_is_refused_and_the_tree_runs_on() {
     // fd 3, the listener, would be saved; fd 4 is a connection.
     assert!(
         err.contains(&format!("task {pid}: fd 4 (socket:["))
-            && err.contains(&format!("], TCP connection 127.0.0.1:"))
+            && err.contains("], TCP connection 127.0.0.1:")
             && err.contains(&format!(" -> 127.0.0.1:{port}: connections cannot be saved)"))
             && err.contains("cannot be checkpointed"),
         "message must name the task, fd, kind and addresses: {err}"

@@ -91,50 +91,34 @@ fn with_socket(kind: FileKind) -> TreeImage {
     t
 }
 
-fn listener() -> FileKind {
-    FileKind::InetSocket {
-        family: libc::AF_INET6,
-        stream: true,
-        local: Some("[::1]:8080".into()),
-        peer: None,
-        backlog: Some(128),
-        options: SocketOptions { reuseaddr: true, v6only: true, nodelay: true, ..Default::default() },
-    }
+fn sock(family: i32, stream: bool, local: Option<&str>, peer: Option<&str>, backlog: Option<i32>, options: SocketOptions) -> FileKind {
+    FileKind::InetSocket { family, stream, local: local.map(Into::into), peer: peer.map(Into::into), backlog, options }
 }
 
-fn expect_sock(f: impl FnOnce(&mut FileKind), needle: &str) {
-    expect(
-        |t| {
-            let mut k = listener();
-            f(&mut k);
-            *t = with_socket(k);
-        },
-        needle,
-    )
+const V6: SocketOptions = SocketOptions { reuseaddr: true, reuseport: false, keepalive: false, broadcast: false, v6only: true, nodelay: true };
+
+fn expect_sock(kind: FileKind, needle: &str) {
+    expect(|t| *t = with_socket(kind), needle)
 }
 
 #[test]
 fn inet_sockets() {
-    validate(&with_socket(listener()), PAGES_LEN).unwrap();
-    let udp = FileKind::InetSocket {
-        family: libc::AF_INET,
-        stream: false,
-        local: Some("127.0.0.1:53".into()),
-        peer: Some("10.0.0.1:53".into()),
-        backlog: None,
-        options: SocketOptions { broadcast: true, ..Default::default() },
-    };
-    validate(&with_socket(udp), PAGES_LEN).unwrap();
-    let set = |k: &mut FileKind, f: &dyn Fn(&mut i32, &mut bool, &mut Option<String>, &mut Option<String>, &mut Option<i32>, &mut SocketOptions)| {
-        if let FileKind::InetSocket { family, stream, local, peer, backlog, options } = k {
-            f(family, stream, local, peer, backlog, options)
-        }
-    };
-    expect_sock(|k| set(k, &|f, _, _, _, _, _| *f = libc::AF_UNIX), "file 30: socket family 1 is not AF_INET or AF_INET6");
-    expect_sock(|k| set(k, &|_, _, l, _, _, _| *l = Some("127.0.0.1:80".into())), "file 30: socket address \"127.0.0.1:80\" is not one of family 10");
-    expect_sock(|k| set(k, &|_, _, l, _, _, _| *l = Some("nowhere".into())), "socket address \"nowhere\"");
-    expect_sock(|k| set(k, &|_, _, _, _, b, _| *b = Some(-1)), "file 30: backlog Some(-1) on a socket that cannot listen");
-    expect_sock(|k| set(k, &|_, _, l, _, _, _| *l = None), "backlog Some(128) on a socket that cannot listen");
-    expect_sock(|k| set(k, &|_, _, _, p, _, _| *p = Some("[::1]:1".into())), "file 30: socket options or peer that its kind does not have");
-    expect_sock(|k| set(k, &|f, _, l, _, _, _| (*f, *l) = (libc::AF_INET, Some("1.2.3.4:5".into()))), "socket options or peer");
+    let (tcp6, udp4) = (libc::AF_INET6, libc::AF_INET);
+    validate(&with_socket(sock(tcp6, true, Some("[::1]:8080"), None, Some(128), V6)), PAGES_LEN).unwrap();
+    let bcast = SocketOptions { broadcast: true, ..Default::default() };
+    validate(&with_socket(sock(udp4, false, Some("127.0.0.1:53"), Some("10.0.0.1:53"), None, bcast)), PAGES_LEN).unwrap();
+    let cases = [
+        (sock(libc::AF_UNIX, true, None, None, None, V6), "file 30: socket family 1 is not AF_INET or AF_INET6"),
+        (sock(tcp6, true, Some("127.0.0.1:80"), None, None, V6), "file 30: socket address \"127.0.0.1:80\" is not one of family 10"),
+        (sock(tcp6, true, Some("nowhere"), None, None, V6), "socket address \"nowhere\""),
+        (sock(tcp6, true, Some("[::1]:1"), None, Some(-1), V6), "file 30: backlog Some(-1) on a socket that cannot listen"),
+        (sock(tcp6, true, None, None, Some(128), V6), "backlog Some(128) on a socket that cannot listen"),
+        (sock(tcp6, false, Some("[::1]:1"), None, Some(1), Default::default()), "backlog Some(1) on a socket that cannot listen"),
+        (sock(tcp6, true, Some("[::1]:1"), Some("[::1]:2"), None, V6), "file 30: socket options or peer that its kind does not have"),
+        (sock(udp4, true, Some("1.2.3.4:5"), None, None, V6), "socket options or peer"),
+        (sock(udp4, false, None, None, None, SocketOptions { nodelay: true, ..Default::default() }), "socket options or peer"),
+    ];
+    for (kind, needle) in cases {
+        expect_sock(kind, needle);
+    }
 }
