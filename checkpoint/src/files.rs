@@ -6,8 +6,9 @@
 //! the image), directories, character devices, pipes and FIFOs with the bytes
 //! queued in them (read with `tee`, so nothing is consumed), memfds, and
 //! pipes from outside the tree on stdio (`Inherited`, supplied by the
-//! restorer), eventfd, signalfd, timerfd and epoll ([`crate::events`]), and
-//! TCP and UDP sockets without connections ([`crate::sockets`]).
+//! restorer), eventfd, signalfd, timerfd and epoll ([`crate::events`]), TCP
+//! and UDP sockets without connections ([`crate::sockets`]), and Unix socket
+//! pairs ([`crate::unix`]).
 //! Anything else fails the dump naming the task, fd and kind.
 
 use std::collections::HashMap;
@@ -163,7 +164,7 @@ impl FileTable {
             return Ok(FileKind::Memfd { shmem: shm.memfd(pid, fd, name, w, copier)? });
         }
         if link.starts_with("socket:") {
-            return crate::sockets::dump(pid, vpid, fd, link);
+            return crate::sockets::dump(pid, vpid, fd, link, w, copier);
         }
         if let Some(name) = link.strip_prefix("anon_inode:") {
             return crate::events::dump(pid, vpid, fd, name);
@@ -242,8 +243,10 @@ impl FileTable {
     }
 
     /// After all tasks: names the file behind every epoll watch (see
-    /// [`crate::events`]).
+    /// [`crate::events`]) and checks both ends of each Unix socket pair are
+    /// in the tree ([`crate::unix`]).
     pub fn finish_epolls(&mut self) -> Result<()> {
+        crate::unix::check_pairs(&self.files, |i| self.users[i][0])?;
         let by_fd: HashMap<(i32, i32), u32> = self.users.iter().enumerate().flat_map(|(id, us)| us.iter().map(move |&u| (u, id as u32))).collect();
         for (f, &(pid, fd)) in self.files.iter_mut().zip(&self.reps) {
             crate::events::resolve_watches(f, pid, fd, &by_fd)?;
@@ -255,7 +258,7 @@ impl FileTable {
         for f in &mut self.files {
             let blob = match &mut f.kind {
                 FileKind::Unlinked { data, .. } => Some(data),
-                FileKind::Pipe { data: Some(d), .. } | FileKind::Fifo { data: Some(d), .. } => Some(d),
+                FileKind::Pipe { data: Some(d), .. } | FileKind::Fifo { data: Some(d), .. } | FileKind::UnixPair { data: Some(d), .. } => Some(d),
                 _ => None,
             };
             if let Some(b) = blob {

@@ -27,6 +27,7 @@ mod shmem;
 mod sockets;
 pub mod sys;
 mod task;
+mod unix;
 pub mod validate;
 
 pub use dump::{dump, DumpOptions, DumpStats, FrozenHook};

@@ -321,6 +321,12 @@ pub enum FileKind {
     /// with `backlog`, or (UDP only) connected to `peer`. Addresses are
     /// written as `std::net::SocketAddr` prints them.
     InetSocket { family: i32, stream: bool, local: Option<String>, peer: Option<String>, backlog: Option<i32>, options: SocketOptions },
+    /// One end (`end` 0 or 1) of a connected pair of Unix sockets of type
+    /// `ty` without a name, both ends in the tree; `pair` is the pair's id.
+    /// `shutdown` holds `SHUT_RD` (1) / `SHUT_WR` (2)-like bits as the
+    /// kernel reports them (receive, send); `data`, the bytes waiting to be
+    /// read on this end (stream sockets only).
+    UnixPair { ty: i32, pair: u64, end: u8, shutdown: u8, data: Option<Blob> },
 }
 
 /// The socket options an Internet socket is restored with.

@@ -8,7 +8,8 @@
 //! TCP connections in any state but listening or closed, a listener with
 //! connections waiting to be accepted, a UDP socket with queued datagrams,
 //! a socket bound to a device, one made in another network namespace than
-//! its task's, and every other family (Unix, netlink, packet...) or type.
+//! its task's, and every other family (netlink, packet...) or type. Unix
+//! sockets go to [`crate::unix`].
 //!
 //! The restore stub makes the socket again in the restored tree's network
 //! namespace: the same options (`SO_REUSEADDR`, `SO_REUSEPORT`,
@@ -21,7 +22,9 @@
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
+use crate::copier::Copier;
 use crate::error::{Error, Result};
+use crate::image::PagesWriter;
 use crate::model::{FileKind, SocketOptions};
 use crate::sys::{self, net};
 
@@ -30,7 +33,7 @@ const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
 
 /// The kind of socket fd `fd` of task `pid` (`link` = "socket:[ino]").
-pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str) -> Result<FileKind> {
+pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &mut Copier) -> Result<FileKind> {
     let unsupported = |what: String| Error::Unsupported { pid: vpid, what: format!("fd {fd} ({link}, {what})") };
     let io = |what: &str| {
         let what = format!("{what} of socket fd {fd} of task {vpid}");
@@ -41,9 +44,11 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str) -> Result<FileKind> {
     let s = dup.as_raw_fd();
     let int = |level, name, what: &str| net::sockopt_int(s, level, name).map_err(io(what));
     let family = int(libc::SOL_SOCKET, libc::SO_DOMAIN, "read the family")?;
+    if family == libc::AF_UNIX {
+        return crate::unix::dump(pid, vpid, fd, link, &dup, w, copier);
+    }
     if family != libc::AF_INET && family != libc::AF_INET6 {
         let name = match family {
-            libc::AF_UNIX => "unix socket".to_string(),
             libc::AF_NETLINK => "netlink socket".to_string(),
             libc::AF_PACKET => "packet socket".to_string(),
             f => format!("socket of family {f}"),

@@ -507,12 +507,12 @@ fn pre_dumps_then_an_incremental_checkpoint_restore_the_container() {
     assert_gone(&rt, &id, &bundle);
 }
 
-/// An event loop (epoll over a periodic timerfd, an edge-triggered eventfd
-/// and a signalfd; `workloads/evloop.c`) checkpoints and restores: the
-/// image holds the four descriptors, the restored loop goes on ticking with
-/// its eventfd count and watches intact (it counts any mismatch as an
-/// error), its signalfd receives a signal sent after the restore, and it
-/// checkpoints again while running.
+/// An event loop (epoll over a periodic timerfd, an edge-triggered eventfd,
+/// a signalfd and a Unix socket pair; `workloads/evloop.c`) checkpoints and
+/// restores: the image holds these descriptors, the restored loop goes on
+/// ticking with its eventfd count, byte sequence and watches intact (it
+/// counts any mismatch as an error), its signalfd receives a signal sent
+/// after the restore, and it checkpoints again while running.
 #[test]
 fn an_event_loop_keeps_its_timer_watches_and_signalfd() {
     let (rt, bundle, dir) = (
@@ -529,7 +529,7 @@ fn an_event_loop_keeps_its_timer_watches_and_signalfd() {
     let at = progress(&bundle).expect("state");
     assert_gone(&rt, &id, &bundle);
     let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
-    for kind in ["epoll (fd ", "timerfd (clock 1,", "eventfd (count", "signalfd (mask 0x800)"] {
+    for kind in ["epoll (fd ", "timerfd (clock 1,", "eventfd (count", "signalfd (mask 0x800)", "unix stream socket pair"] {
         assert!(shown.contains(kind), "no {kind:?} in:\n{shown}");
     }
 

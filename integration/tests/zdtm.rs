@@ -103,6 +103,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("event_fds", Mode::LeaveRunning),
     ("inet_sockets", Mode::Kill),
     ("inet_sockets", Mode::LeaveRunning),
+    ("unix_pairs", Mode::Kill),
+    ("unix_pairs", Mode::LeaveRunning),
 ];
 
 
@@ -306,6 +308,7 @@ zdtm_tests!(
     anon_bulk,
     event_fds,
     inet_sockets,
+    unix_pairs,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

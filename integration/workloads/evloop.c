@@ -1,11 +1,14 @@
 /* Event-loop workload for container checkpoint/restore, shaped like the
  * loops of libuv or Go's netpoller: one epoll instance watching a 10 ms
- * periodic timerfd (data 1), an eventfd (data 2, edge-triggered) and a
- * signalfd for SIGUSR2 (data 3; the signal is blocked).
+ * periodic timerfd (data 1), an eventfd (data 2, edge-triggered), a
+ * signalfd for SIGUSR2 (data 3; the signal is blocked) and one end of a
+ * Unix socket pair (data 4; the self-pipe of Python's asyncio).
  *
  * Every timer tick adds the tick count to `iter` and 1 to the eventfd; when
  * epoll reports the eventfd, the value read must equal the adds since the
- * last read. An event with unknown data, a failed call, or an eventfd value
+ * last read. Every other tick it also writes one byte into the socket
+ * pair, and each byte read at the other end must be the next in sequence.
+ * An event with unknown data, a failed call, or an eventfd value or byte
  * off by any amount counts as an error. Each SIGUSR2 read from the
  * signalfd bumps `sigs`. Every 10 ticks it writes
  * "iter=N pid=P errors=E sigs=S why=W" (W: the last error's kind) to the state file (atomic rename) and the
@@ -18,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -32,7 +36,8 @@ int main(int argc, char **argv)
 	uint64_t v, added = 0;
 	char tmp[256];
 	sigset_t set;
-	int ep, tfd, efd, sfd;
+	int ep, tfd, efd, sfd, sp[2];
+	unsigned char sent = 0, next = 0, byte;
 
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	signal(SIGPIPE, SIG_IGN);
@@ -43,7 +48,8 @@ int main(int argc, char **argv)
 	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
 	efd = eventfd(0, EFD_NONBLOCK);
 	sfd = signalfd(-1, &set, SFD_NONBLOCK);
-	if (ep < 0 || tfd < 0 || efd < 0 || sfd < 0 || timerfd_settime(tfd, 0, &its, NULL))
+	if (ep < 0 || tfd < 0 || efd < 0 || sfd < 0 || timerfd_settime(tfd, 0, &its, NULL) ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp))
 		return 1;
 	ev.events = EPOLLIN;
 	ev.data.u64 = 1;
@@ -56,6 +62,9 @@ int main(int argc, char **argv)
 	ev.events = EPOLLIN;
 	ev.data.u64 = 3;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev))
+		return 1;
+	ev.data.u64 = 4;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, sp[0], &ev))
 		return 1;
 	for (;;) {
 		int n = epoll_wait(ep, evs, 4, 1000);
@@ -82,6 +91,8 @@ int main(int argc, char **argv)
 					why = "eventfd-write";
 				}
 				added++;
+				if (iter % 2 == 0 && write(sp[1], &sent, 1) == 1)
+					sent++;
 				break;
 			case 2:
 				/* edge-triggered: drain it all */
@@ -96,6 +107,13 @@ int main(int argc, char **argv)
 			case 3:
 				while (read(sfd, &si, sizeof si) == sizeof si)
 					sigs += si.ssi_signo == SIGUSR2;
+				break;
+			case 4:
+				while (read(sp[0], &byte, 1) == 1)
+					if (byte != next++) {
+						errors++;
+						why = "socketpair-byte";
+					}
 				break;
 			default:
 				errors++;

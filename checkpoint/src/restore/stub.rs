@@ -405,10 +405,14 @@ fn open_shared(plan: &Plan) -> R<()> {
         stage(fd, plan.shmem_fd[o.id as usize])?;
     }
     let mut pipes: std::collections::HashMap<u64, (i32, i32)> = Default::default();
+    let mut pairs = pipes.clone();
     let mut keepers = Vec::new();
     for f in &tree.files {
         let at = plan.file_fd[f.id as usize];
-        let fd = open_one(plan, f, &mut pipes, &mut keepers)?;
+        let fd = match &f.kind {
+            FileKind::UnixPair { .. } => open_unix_end(plan, f, &mut pairs)?,
+            _ => open_one(plan, f, &mut pipes, &mut keepers)?,
+        };
         stage(fd, at)?;
         if !matches!(f.kind, FileKind::Inherited { .. } | FileKind::Pipe { .. }) {
             // SAFETY: seeking our own fd.
@@ -417,7 +421,18 @@ fn open_shared(plan: &Plan) -> R<()> {
         // SAFETY: setting status flags on our own fd.
         unsafe { libc::fcntl(at, libc::F_SETFL, f.flags) };
     }
-    for (_, (r, w)) in pipes {
+    // After every end has its queued bytes: ends whose sending side was shut.
+    for f in &tree.files {
+        if let FileKind::UnixPair { pair, end, shutdown, .. } = f.kind {
+            let ends = pairs[&pair];
+            let fd = if end == 0 { ends.0 } else { ends.1 };
+            // SAFETY: shutting down our own socket.
+            if shutdown & 2 != 0 && unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
+                return Err(errno("shut down a unix socket"));
+            }
+        }
+    }
+    for (_, (r, w)) in pipes.into_iter().chain(pairs) {
         for fd in [r, w] {
             if fd >= 0 {
                 // SAFETY: closing pipe ends no task uses.
@@ -430,6 +445,35 @@ fn open_shared(plan: &Plan) -> R<()> {
         unsafe { libc::close(fd) };
     }
     Ok(())
+}
+
+/// One end of a Unix socket pair: the pair is made on its first end; the
+/// bytes queued on this end go into the other, to wait here again.
+fn open_unix_end(plan: &Plan, f: &crate::model::FileImage, pairs: &mut std::collections::HashMap<u64, (i32, i32)>) -> R<i32> {
+    let FileKind::UnixPair { ty, pair, end, data, .. } = &f.kind else { return Err("not a unix socket pair".into()) };
+    let ends = match pairs.get(pair) {
+        Some(e) => *e,
+        None => {
+            let mut p = [0i32; 2];
+            // SAFETY: socketpair fills a 2-int array.
+            if unsafe { libc::socketpair(libc::AF_UNIX, *ty, 0, p.as_mut_ptr()) } < 0 {
+                return Err(errno("socketpair"));
+            }
+            let e = (lift(p[0], plan.top())?, lift(p[1], plan.top())?);
+            pairs.insert(*pair, e);
+            e
+        }
+    };
+    let (mine, other) = if *end == 0 { ends } else { (ends.1, ends.0) };
+    if let Some(d) = data {
+        write_all(other, blob_bytes(plan, d)?)?;
+    }
+    // SAFETY: duplicating our socket.
+    let fd = unsafe { libc::fcntl(mine, libc::F_DUPFD, plan.base) };
+    if fd < 0 {
+        return Err(errno("dup unix socket"));
+    }
+    Ok(fd)
 }
 
 fn open_path(path: &str, flags: i32) -> R<i32> {
@@ -501,6 +545,7 @@ fn open_one(
         }
         FileKind::EventFd { .. } | FileKind::SignalFd { .. } | FileKind::TimerFd { .. } | FileKind::Epoll { .. } => crate::events::open(&f.kind),
         FileKind::InetSocket { .. } => crate::sockets::open(&f.kind),
+        FileKind::UnixPair { .. } => Err("unix socket pairs are opened apart".into()),
         FileKind::Memfd { shmem } => {
             let src = plan.shmem_fd[*shmem as usize];
             open_path(&format!("/proc/self/fd/{src}"), flags)

@@ -116,6 +116,157 @@ pub fn socket_netns(fd: RawFd) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&ns))?.st_ino)
 }
 
+/// Whether Unix socket `fd` is bound to a name (a path or an abstract
+/// name); socketpair(2) ends have none.
+pub fn unix_named(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: all-zero bytes are a valid sockaddr_un.
+    let mut sa: libc::sockaddr_un = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `sa`.
+    if unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_un).cast(), &mut len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(len as usize > size_of::<libc::sa_family_t>())
+}
+
+/// The bytes queued for reading on stream socket `fd`, left in place
+/// (`MSG_PEEK`); `None` if file descriptors travel with them (they cannot
+/// be saved; those the peek installed here are closed again).
+pub fn peek_stream(fd: RawFd, len: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut data = vec![0u8; len];
+    let mut ctl = [0u64; 64];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: len };
+    // SAFETY: all-zero bytes are a valid msghdr; the pointers set below
+    // stay valid through the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 64]>();
+    // SAFETY: the kernel writes into `data` and `ctl` within the lengths given.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut rights = false;
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer the kernel
+    // filled, within `msg.msg_controllen`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !c.is_null() {
+        // SAFETY: `c` points to a complete cmsghdr inside `ctl`.
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            rights = true;
+            // SAFETY: an SCM_RIGHTS payload is an array of ints, fds now ours.
+            let p = unsafe { libc::CMSG_DATA(c) }.cast::<libc::c_int>();
+            let count = (h.cmsg_len as usize - (p as usize - c as usize)) / size_of::<libc::c_int>();
+            for i in 0..count {
+                // SAFETY: closing fds the peek installed in this process.
+                unsafe { libc::close(p.add(i).read_unaligned()) };
+            }
+        }
+        // SAFETY: as above.
+        c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+    }
+    if rights || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Ok(None);
+    }
+    data.truncate(n as usize);
+    Ok(Some(data))
+}
+
+/// What `sock_diag` says of a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixDiag {
+    /// Inode of the connected peer, 0 when there is none.
+    pub peer: u32,
+    /// `SHUT_RD` (1) and `SHUT_WR` (2) bits applied to it.
+    pub shutdown: u8,
+}
+
+/// A `NETLINK_SOCK_DIAG` socket in the network namespace `netns` (Unix
+/// sockets are listed per namespace): made on a thread that joins it, so
+/// the engine's own namespace does not change.
+pub fn sock_diag_socket_in(netns: std::os::fd::BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    let ns = netns.try_clone_to_owned()?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new fd we own.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    })
+    .join()
+    .map_err(|_| io::Error::other("sock_diag thread panicked"))?
+}
+
+/// Asks `sock_diag` (socket `nl`, see [`sock_diag_socket_in`]) about the
+/// Unix socket with inode `ino`.
+pub fn unix_diag(nl: RawFd, ino: u32) -> io::Result<UnixDiag> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_SHUTDOWN: u16 = 6;
+    // struct nlmsghdr + struct unix_diag_req
+    let mut req = [0u8; 16 + 24];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req[24..28].copy_from_slice(&ino.to_ne_bytes());
+    req[28..32].copy_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req[32..40].copy_from_slice(&u64::MAX.to_ne_bytes()); // no cookie
+    // SAFETY: the kernel reads `req.len()` bytes from `req`.
+    if unsafe { libc::send(nl, req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::recv(nl, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    parse_unix_diag(&buf[..n as usize], ino, UNIX_DIAG_PEER, UNIX_DIAG_SHUTDOWN)
+}
+
+fn parse_unix_diag(b: &[u8], ino: u32, peer_attr: u16, shut_attr: u16) -> io::Result<UnixDiag> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "short sock_diag answer");
+    let u16_at = |i: usize| b.get(i..i + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
+    let u32_at = |i: usize| b.get(i..i + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]));
+    let len = (u32_at(0).ok_or_else(bad)? as usize).min(b.len());
+    match u16_at(4).ok_or_else(bad)? {
+        t if t == libc::NLMSG_ERROR as u16 => {
+            let e = u32_at(16).ok_or_else(bad)? as i32;
+            return Err(io::Error::from_raw_os_error(-e));
+        }
+        20 => {}
+        t => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag answered type {t}"))),
+    }
+    // struct unix_diag_msg: family, type, state, pad, ino, cookie[2]
+    if u32_at(20).ok_or_else(bad)? != ino {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "sock_diag answered about another socket"));
+    }
+    let mut d = UnixDiag { peer: 0, shutdown: 0 };
+    let mut at = 16 + 16;
+    while at + 4 <= len {
+        let (alen, ty) = (u16_at(at).ok_or_else(bad)? as usize, u16_at(at + 2).ok_or_else(bad)?);
+        if alen < 4 {
+            break;
+        }
+        if ty == peer_attr {
+            d.peer = u32_at(at + 4).ok_or_else(bad)?;
+        } else if ty == shut_attr {
+            d.shutdown = *b.get(at + 4).ok_or_else(bad)?;
+        }
+        at += (alen + 3) & !3;
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +288,19 @@ mod tests {
         assert_eq!(to_std(&sockaddr_of(&v6).0), Some(v6));
         let own = nix::sys::stat::stat("/proc/self/ns/net").unwrap().st_ino;
         assert_eq!(socket_netns(fd).unwrap(), own);
+    }
+
+    #[test]
+    fn sock_diag_names_the_peer_of_a_socketpair() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let ino = |s: &std::os::unix::net::UnixStream| std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd())).unwrap().ino() as u32;
+        let ns = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let nl = sock_diag_socket_in(std::os::fd::AsFd::as_fd(&ns)).unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        // SHUT_WR on b: b stops sending (2), so a stops receiving (1).
+        assert_eq!(unix_diag(nl.as_raw_fd(), ino(&a)).unwrap(), UnixDiag { peer: ino(&b), shutdown: 1 });
+        assert_eq!(unix_diag(nl.as_raw_fd(), ino(&b)).unwrap(), UnixDiag { peer: ino(&a), shutdown: 2 });
+        assert_eq!(unix_diag(nl.as_raw_fd(), 1).unwrap_err().raw_os_error(), Some(libc::ENOENT));
     }
 }

@@ -1,5 +1,6 @@
-//! Validator tests for eventfd, signalfd, timerfd, epoll and socket files: a valid
-//! set passes, and each forged value is refused with its message.
+//! Validator tests for eventfd, signalfd, timerfd, epoll, socket and Unix
+//! socket pair files: a valid set passes, and each forged value is refused
+//! with its message.
 
 use super::tests::{expect, fd, file, sample_tree, PAGES_LEN};
 use super::*;
@@ -120,5 +121,42 @@ fn inet_sockets() {
     ];
     for (kind, needle) in cases {
         expect_sock(kind, needle);
+    }
+}
+
+fn pair_end(id: u32, end: u8, ty: i32, data: Option<Blob>) -> FileImage {
+    file(id, FileKind::UnixPair { ty, pair: 77, end, shutdown: 0, data })
+}
+
+/// The sample tree plus a stream pair (files 40, 41) in task 1, 5 bytes
+/// queued on end 0.
+fn with_pair(f: impl FnOnce(&mut Vec<FileImage>)) -> TreeImage {
+    let mut t = sample_tree();
+    let mut ends = vec![
+        pair_end(40, 0, libc::SOCK_STREAM, Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 })),
+        pair_end(41, 1, libc::SOCK_STREAM, None),
+    ];
+    f(&mut ends);
+    t.tasks[0].fds.extend(ends.iter().enumerate().map(|(i, e)| fd(10 + i as i32, e.id)));
+    t.files.extend(ends);
+    t
+}
+
+/// A change to the two ends, and the message it must give.
+type PairCase = (fn(&mut Vec<FileImage>), &'static str);
+
+#[test]
+fn unix_pairs() {
+    validate(&with_pair(|_| {}), PAGES_LEN).unwrap();
+    let cases: [PairCase; 6] = [
+        (|e| e.truncate(1), "unix socket pair 77 does not have exactly one of each end"),
+        (|e| e[1] = pair_end(41, 0, libc::SOCK_STREAM, None), "unix socket pair 77 does not have exactly one of each end"),
+        (|e| e[1] = pair_end(41, 1, libc::SOCK_DGRAM, None), "file 41: unix socket pair 77 has ends of two types"),
+        (|e| e[1] = pair_end(41, 2, libc::SOCK_STREAM, None), "file 41: unix socket type 1, end 2 or shutdown 0 invalid"),
+        (|e| e[0] = pair_end(40, 0, libc::SOCK_DGRAM, Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 })), "file 40: 5 queued bytes on a unix socket of type 2"),
+        (|e| e[0] = pair_end(40, 0, libc::SOCK_STREAM, Some(Blob { off: 60 * PAGE_SIZE, len: 5, xxh3: 0 })), "file 40: pages.img: blob"),
+    ];
+    for (f, needle) in cases {
+        expect(|t| *t = with_pair(f), needle);
     }
 }

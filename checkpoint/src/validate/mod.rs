@@ -36,6 +36,9 @@ pub const XSAVE_MIN: usize = 576;
 pub const XSAVE_MAX: usize = 16384;
 pub const RLIM_NLIMITS: u32 = 16;
 pub const MAX_PIPE_CAPACITY: u32 = 1 << 20;
+/// Bytes queued on one end of a Unix socket pair (the kernel's limit is
+/// the sender's buffer, at most `net.core.wmem_max`-sized).
+pub const MAX_UNIX_QUEUE: u64 = 64 << 20;
 pub const PATH_MAX: usize = 4096;
 const MAX_COMM: usize = 64;
 const MAX_GROUPS: usize = 65536;
@@ -214,6 +217,7 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
     // Files, by id.
     let mut files = HashMap::new();
     let mut pipes: HashMap<u64, (u32, bool)> = HashMap::new(); // capacity, data seen
+    let mut unix_ends: HashMap<u64, ([u8; 2], i32)> = HashMap::new(); // ends seen, type
     for f in &t.files {
         let who = format!("file {}", f.id);
         if files.insert(f.id, f).is_some() {
@@ -297,8 +301,28 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                 None => bail!("{who}: memfd refers to missing shmem {id}"),
             },
             FileKind::InetSocket { .. } => check_socket(&who, &f.kind)?,
+            FileKind::UnixPair { ty, pair, end, shutdown, data } => {
+                if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(ty) || *end > 1 || shutdown & !3 != 0 {
+                    bail!("{who}: unix socket type {ty}, end {end} or shutdown {shutdown} invalid");
+                }
+                if let Some(d) = data {
+                    if *ty != libc::SOCK_STREAM || d.len > MAX_UNIX_QUEUE {
+                        bail!("{who}: {} queued bytes on a unix socket of type {ty}", d.len);
+                    }
+                    check_blob_in(&who, d, pages_len)?;
+                }
+                let e = unix_ends.entry(*pair).or_insert(([0u8; 2], *ty));
+                e.0[*end as usize] += 1;
+                if e.1 != *ty {
+                    bail!("{who}: unix socket pair {pair} has ends of two types");
+                }
+            }
             k => check_event_file(&who, k)?,
         }
+    }
+
+    if let Some((pair, _)) = unix_ends.iter().find(|(_, e)| e.0 != [1, 1]) {
+        bail!("unix socket pair {pair} does not have exactly one of each end");
     }
 
     // The tree: unique pids and tids, one root, parents first.

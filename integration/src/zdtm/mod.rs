@@ -78,6 +78,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("anon_bulk", true, &[], &["content", "uffd"]),
     prog("event_fds", true, &[], &["eventfd", "signalfd", "timerfd", "epoll"]),
     prog("inet_sockets", true, &[], &["port", "option", "peer"]),
+    prog("unix_pairs", true, &[], &["data", "shut", "child"]),
 ];
 
 
