@@ -466,7 +466,17 @@ fn open_unix_end(plan: &Plan, f: &crate::model::FileImage, pairs: &mut std::coll
     };
     let (mine, other) = if *end == 0 { ends } else { (ends.1, ends.0) };
     if let Some(d) = data {
-        write_all(other, blob_bytes(plan, d)?)?;
+        // The queue may be larger than a default send buffer (its sender
+        // had raised it): widen the buffer while writing, then put it back.
+        use crate::sys::net::{set_sockopt_int, sockopt_int};
+        let bytes = blob_bytes(plan, d)?;
+        let was = sockopt_int(other, libc::SOL_SOCKET, libc::SO_SNDBUF).map_err(|e| format!("read SO_SNDBUF: {e}"))?;
+        let need = i32::try_from(bytes.len()).unwrap_or(i32::MAX).saturating_add(1 << 16);
+        let force = |v: i32| set_sockopt_int(other, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v).map_err(|e| format!("set SO_SNDBUFFORCE: {e}"));
+        force(need.max(was / 2))?;
+        write_all(other, bytes)?;
+        // The kernel doubles what it is given; `was` is already doubled.
+        force(was / 2)?;
     }
     // SAFETY: duplicating our socket.
     let fd = unsafe { libc::fcntl(mine, libc::F_DUPFD, plan.base) };
