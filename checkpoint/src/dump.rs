@@ -251,6 +251,7 @@ fn collect(
     stats.phases.push(("tasks", t0.elapsed().as_micros() as u64));
     files.finish_pipes(w, &mut copier)?;
     files.finish_epolls()?;
+    files.finish_owners(|host| ids.vpid.get(&host).copied())?;
     shm.dump_sysv(seized.tasks[0].pid, opts.own_ipc_ns, w, &mut copier)?;
     stats.phases.push(("shared", t0.elapsed().as_micros() as u64));
     fault_point("mid-memory")?;

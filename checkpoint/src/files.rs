@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::error::{fault_point, Context, Error, Result};
 use crate::image::PagesWriter;
 use crate::copier::{Copier, Source};
-use crate::model::{FdImage, FileImage, FileKind};
+use crate::model::{FdImage, FileImage, FileKind, FileOwner};
 use crate::proc;
 use crate::shmem::ShmemTable;
 use crate::sys::{self, Mmap};
@@ -51,6 +51,8 @@ pub struct FileTable {
     users: Vec<Vec<(i32, i32)>>,
     /// Mount ids of each mount namespace seen (by its inode), read once.
     mounts: HashMap<u64, std::collections::HashSet<i32>>,
+    /// Per file: (`F_OWNER_*` type, host pid, signal) of an O_ASYNC file's owner.
+    host_owners: Vec<Option<(i32, i32, i32)>>,
 }
 
 fn pipe_ino(link: &str) -> Option<u64> {
@@ -127,7 +129,17 @@ impl FileTable {
                         self.classify(pid, vpid, fd, &link, &st, root_prefix, shm, w, copier)?
                     };
                     let id = self.files.len() as u32;
-                    self.files.push(FileImage { id, flags: info.flags & !libc::O_CLOEXEC, pos: info.pos, kind });
+                    // The owner of an O_ASYNC file, by host pid for now (see finish_owners).
+                    let owner = if info.flags & libc::O_ASYNC != 0 {
+                        crate::sys::pidfd_open(pid)
+                            .and_then(|p| crate::sys::pidfd_getfd(p.as_fd(), fd))
+                            .and_then(|f| crate::sys::file_owner(f.as_raw_fd()))
+                            .ctx(|| format!("read the owner of fd {fd} of task {vpid}"))?
+                    } else {
+                        None
+                    };
+                    self.files.push(FileImage { id, flags: info.flags & !libc::O_CLOEXEC, pos: info.pos, kind, owner: None });
+                    self.host_owners.push(owner);
                     self.reps.push((pid, fd));
                     self.users.push(Vec::new());
                     self.by_inode.entry(key).or_default().push(id);
@@ -250,6 +262,27 @@ impl FileTable {
         let by_fd: HashMap<(i32, i32), u32> = self.users.iter().enumerate().flat_map(|(id, us)| us.iter().map(move |&u| (u, id as u32))).collect();
         for (f, &(pid, fd)) in self.files.iter_mut().zip(&self.reps) {
             crate::events::resolve_watches(f, pid, fd, &by_fd)?;
+        }
+        Ok(())
+    }
+
+    /// After all tasks: the owner of each O_ASYNC file, by its pid in the
+    /// tree (`vpid_of` maps host pids). Only a process of the tree that
+    /// holds the file can own it here.
+    pub fn finish_owners(&mut self, vpid_of: impl Fn(i32) -> Option<i32>) -> Result<()> {
+        for (i, owner) in self.host_owners.iter().enumerate() {
+            let Some((kind, host, signal)) = *owner else { continue };
+            let (vpid, fd) = self.users[i][0];
+            let unsupported = |why: &str| Error::Unsupported { pid: vpid, what: format!("fd {fd} (O_ASYNC signals go to {why})") };
+            let pid = match kind {
+                crate::sys::F_OWNER_PID | crate::sys::F_OWNER_TID => vpid_of(host).ok_or_else(|| unsupported(&format!("process {host}, outside the tree")))?,
+                _ => return Err(unsupported(&format!("process group {host}"))),
+            };
+            // A thread owner is a process's main thread, or not in `users`.
+            if !self.users[i].iter().any(|&(p, _)| p == pid) {
+                return Err(unsupported(&format!("task {pid}, which is not a process holding the file")));
+            }
+            self.files[i].owner = Some(FileOwner { pid, signal, thread: kind == crate::sys::F_OWNER_TID });
         }
         Ok(())
     }

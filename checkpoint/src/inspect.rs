@@ -272,9 +272,10 @@ pub fn describe(tree: &TreeImage, inv: &Inventory) -> String {
             let cloexec = if fd.cloexec { " cloexec" } else { "" };
             match files.get(&fd.file) {
                 Some(f) => {
+                    let owner = f.owner.map(|w| format!(" owner {} signal {}", w.pid, w.signal)).unwrap_or_default();
                     let _ = writeln!(
                         o,
-                        "    {:>4} -> {} {} flags {:#o} pos {}{cloexec}",
+                        "    {:>4} -> {} {} flags {:#o} pos {}{cloexec}{owner}",
                         fd.fd,
                         file_target(f),
                         access(f.flags),

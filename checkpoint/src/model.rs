@@ -282,6 +282,19 @@ pub struct FileImage {
     pub flags: i32,
     pub pos: i64,
     pub kind: FileKind,
+    /// Who gets this file's `O_ASYNC` signal, if anyone was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<FileOwner>,
+}
+
+/// The process `F_SETOWN` named for a file (a process of the tree that
+/// holds the file; `thread`: its main thread, `F_OWNER_TID`), and the
+/// signal `F_SETSIG` chose (0: SIGIO).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileOwner {
+    pub pid: i32,
+    pub signal: i32,
+    pub thread: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -451,7 +451,7 @@ fn crafted_cases() -> Vec<(&'static str, Craft, &'static str)> {
         ("duplicate fd", Box::new(|t| { let f = t.tasks[0].fds[0].clone(); t.tasks[0].fds.push(f); }), "out of range or duplicate"),
         ("fd of a missing file", Box::new(|t| { t.tasks[0].fds[0].file = 99_999; }), "refers to missing file 99999"),
         ("file opened O_TRUNC", Box::new(|t| { t.files[0].flags |= libc::O_TRUNC; }), "bad flags"),
-        ("set-uid deleted file", Box::new(|t| { t.files.push(stasis_checkpoint::model::FileImage { id: 9_000, flags: 0, pos: 0, kind: FileKind::Unlinked { path: "/tmp/suid".into(), mode: 0o104755, data: Blob { off: 4096, len: 0, xxh3: 0 } } }); }), "set-id mode"),
+        ("set-uid deleted file", Box::new(|t| { t.files.push(stasis_checkpoint::model::FileImage { id: 9_000, flags: 0, pos: 0, owner: None, kind: FileKind::Unlinked { path: "/tmp/suid".into(), mode: 0o104755, data: Blob { off: 4096, len: 0, xxh3: 0 } } }); }), "set-id mode"),
         ("root's parent in the tree", Box::new(|t| { t.tasks[0].ppid = t.tasks[1].pid; }), "(a cycle)"),
         ("own parent", Box::new(|t| { t.tasks[1].ppid = t.tasks[1].pid; }), "is its own parent"),
         ("parent cycle", Box::new(|t| {

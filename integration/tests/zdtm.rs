@@ -105,6 +105,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("inet_sockets", Mode::LeaveRunning),
     ("unix_pairs", Mode::Kill),
     ("unix_pairs", Mode::LeaveRunning),
+    ("async_owner", Mode::Kill),
+    ("async_owner", Mode::LeaveRunning),
 ];
 
 
@@ -309,6 +311,7 @@ zdtm_tests!(
     event_fds,
     inet_sockets,
     unix_pairs,
+    async_owner,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -238,6 +238,7 @@ fn setup_task(plan: &Plan, idx: usize) -> R<()> {
     }
     install_fds(plan, t)?;
     crate::events::register_watches(&plan.tree.files, t)?;
+    set_owners(plan.tree, t)?;
     let cwd = cstr(&t.fs.cwd)?;
     if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
         return Err(errno(&format!("chdir {}", t.fs.cwd)));
@@ -304,6 +305,39 @@ fn install_fds(plan: &Plan, t: &TaskImage) -> R<()> {
         if !k {
             // SAFETY: closing an fd this process does not need.
             unsafe { libc::close(fd as i32) };
+        }
+    }
+    Ok(())
+}
+
+/// O_ASYNC files: the kernel signals with the fd number O_ASYNC was set
+/// through, so it is set here, on the task's own number, by the file's
+/// owner (or, without one, the first task holding it), after naming this
+/// task (whose pid is `t.pid` again) owner with the file's signal.
+fn set_owners(tree: &TreeImage, t: &TaskImage) -> R<()> {
+    let mut done = std::collections::HashSet::new();
+    for d in &t.fds {
+        let Some(f) = tree.files.iter().find(|f| f.id == d.file) else { continue };
+        if f.flags & libc::O_ASYNC == 0 || !done.insert(f.id) {
+            continue;
+        }
+        let setter = match f.owner {
+            Some(o) => o.pid,
+            None => tree.tasks.iter().find(|k| k.fds.iter().any(|x| x.file == f.id)).map_or(t.pid, |k| k.pid),
+        };
+        if setter != t.pid {
+            continue;
+        }
+        if let Some(o) = f.owner {
+            let own = sys::FOwnerEx { kind: if o.thread { sys::F_OWNER_TID } else { sys::F_OWNER_PID }, pid: t.pid };
+            // SAFETY: F_SETOWN_EX reads one struct f_owner_ex; F_SETSIG takes an int.
+            if unsafe { libc::fcntl(d.fd, sys::F_SETOWN_EX, &own as *const sys::FOwnerEx) } < 0 || unsafe { libc::fcntl(d.fd, sys::F_SETSIG, o.signal) } < 0 {
+                return Err(errno(&format!("set the owner of fd {}", d.fd)));
+            }
+        }
+        // SAFETY: setting status flags on our own fd.
+        if unsafe { libc::fcntl(d.fd, libc::F_SETFL, f.flags) } < 0 {
+            return Err(errno(&format!("set O_ASYNC on fd {}", d.fd)));
         }
     }
     Ok(())
@@ -418,8 +452,9 @@ fn open_shared(plan: &Plan) -> R<()> {
             // SAFETY: seeking our own fd.
             unsafe { libc::lseek(at, f.pos, libc::SEEK_SET) };
         }
+        // O_ASYNC records the fd number it is set through: see set_owners.
         // SAFETY: setting status flags on our own fd.
-        unsafe { libc::fcntl(at, libc::F_SETFL, f.flags) };
+        unsafe { libc::fcntl(at, libc::F_SETFL, f.flags & !libc::O_ASYNC) };
     }
     // After every end has its queued bytes: ends whose sending side was shut.
     for f in &tree.files {

@@ -34,6 +34,35 @@ pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> io::Result<()> {
     check(unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd.as_raw_fd(), 0) }).map(drop)
 }
 
+/// The owner `F_GETOWN_EX` reports for `fd` (`F_OWNER_*` type, pid in our
+/// namespace) and its `F_GETSIG` signal; `None` when no owner is set.
+pub fn file_owner(fd: RawFd) -> io::Result<Option<(i32, i32, i32)>> {
+    let mut o = FOwnerEx { kind: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one struct f_owner_ex into `o`.
+    if unsafe { libc::fcntl(fd, F_GETOWN_EX, &mut o as *mut FOwnerEx) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_GETSIG takes no argument.
+    let sig = unsafe { libc::fcntl(fd, F_GETSIG) };
+    if sig < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((o.pid != 0).then_some((o.kind, o.pid, sig)))
+}
+
+/// `struct f_owner_ex` (libc does not have it).
+#[repr(C)]
+pub struct FOwnerEx {
+    pub kind: i32,
+    pub pid: i32,
+}
+pub const F_SETSIG: i32 = 10;
+pub const F_GETSIG: i32 = 11;
+pub const F_SETOWN_EX: i32 = 15;
+pub const F_GETOWN_EX: i32 = 16;
+pub const F_OWNER_TID: i32 = 0;
+pub const F_OWNER_PID: i32 = 1;
+
 /// `pidfd_getfd(pidfd, fd, 0)`: a duplicate of another process's fd, sharing
 /// its open file description.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {

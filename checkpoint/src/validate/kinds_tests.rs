@@ -160,3 +160,16 @@ fn unix_pairs() {
         expect(|t| *t = with_pair(f), needle);
     }
 }
+
+#[test]
+fn file_owners() {
+    let owned = |pid: i32, signal: i32| {
+        let mut t = sample_tree();
+        t.files[4].owner = Some(FileOwner { pid, signal, thread: false }); // file 14: fd 7 of task 2
+        t
+    };
+    validate(&owned(2, 34), PAGES_LEN).unwrap();
+    expect(|t| *t = owned(1, 0), "file 14: owner 1 (signal 0) is not a task holding it");
+    expect(|t| *t = owned(9, 0), "file 14: owner 9 (signal 0) is not a task holding it");
+    expect(|t| *t = owned(2, 65), "file 14: owner 2 (signal 65) is not a task holding it");
+}

@@ -362,6 +362,13 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         check_task(task, &who, &files, &shmem, pages_len)?;
     }
     check_epolls(t, &index)?;
+    for f in &t.files {
+        let Some(o) = f.owner else { continue };
+        let holds = index.get(&o.pid).is_some_and(|&i| t.tasks[i].fds.iter().any(|d| d.file == f.id));
+        if !holds || !(0..=NSIG as i32).contains(&o.signal) {
+            bail!("file {}: owner {} (signal {}) is not a task holding it", f.id, o.pid, o.signal);
+        }
+    }
     if let Some(root) = t.tasks.first().filter(|r| index.contains_key(&r.ppid)) {
         bail!("task {}: the root's parent {} is a task of the image (a cycle)", root.pid, root.ppid);
     }

@@ -124,6 +124,7 @@ pub(super) fn file(id: u32, kind: FileKind) -> FileImage {
         flags: libc::O_RDONLY,
         pos: 0,
         kind,
+        owner: None,
     }
 }
 

@@ -79,6 +79,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("event_fds", true, &[], &["eventfd", "signalfd", "timerfd", "epoll"]),
     prog("inet_sockets", true, &[], &["port", "option", "peer"]),
     prog("unix_pairs", true, &[], &["data", "shut", "child"]),
+    prog("async_owner", true, &[], &["owner", "sig"]),
 ];
 
 
