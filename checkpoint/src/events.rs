@@ -35,7 +35,20 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, name: &str) -> Result<FileKind> {
             .map_err(|e| Error::Io { context: format!("read fdinfo {fd} of task {vpid}"), cause: e })?,
         other => return Err(unsupported(other.to_string())),
     };
-    parse(name, &text, vpid).map_err(|why| unsupported(format!("{name}: {why}")))
+    let kind = parse(name, &text, vpid).map_err(|why| unsupported(format!("{name}: {why}")))?;
+    // A periodic timer past its expiry whose expiry the kernel has not
+    // processed yet shows no time left and no expirations, as a disarmed
+    // one does: look again once the expiry is in (a few microseconds).
+    if let FileKind::TimerFd { value_ns: 0, interval_ns: 1.., ticks: 0, .. } = kind {
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let again = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok().and_then(|t| parse(name, &t, vpid).ok());
+            if let Some(k @ FileKind::TimerFd { .. }) = again.filter(|k| !matches!(k, FileKind::TimerFd { value_ns: 0, ticks: 0, .. })) {
+                return Ok(k);
+            }
+        }
+    }
+    Ok(kind)
 }
 
 /// Parses the fdinfo `text` of an event fd of kind `name`; epoll watches
