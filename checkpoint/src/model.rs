@@ -340,6 +340,18 @@ pub enum FileKind {
     /// kernel reports them (receive, send); `data`, the bytes waiting to be
     /// read on this end (stream sockets only).
     UnixPair { ty: i32, pair: u64, end: u8, shutdown: u8, data: Option<Blob> },
+    /// A listening Unix socket of type `ty` bound to `name` (a path, or an
+    /// abstract name starting with a 0 byte), with its backlog; for a path,
+    /// the socket file's mode and owner.
+    UnixListener { ty: i32, name: Vec<u8>, backlog: i32, file: Option<SocketFile> },
+}
+
+/// Mode (permission bits) and owner of the file a Unix socket is bound to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SocketFile {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The socket options an Internet socket is restored with.

@@ -1,20 +1,25 @@
-//! Unix socket pairs: connected Unix sockets without a name whose two ends
+//! Unix sockets: pairs of connected sockets without a name whose two ends
 //! are both held in the tree (what socketpair(2) makes; event loops such as
-//! Python's asyncio and nginx's channels use them).
+//! Python's asyncio and nginx's channels use them), and listening sockets
+//! bound to a path or an abstract name (PostgreSQL's, PHP-FPM's).
 //!
 //! The dump asks `sock_diag` (in the tree's network namespace) for each
-//! end's peer and shutdown state, and reads the bytes queued on a stream
-//! end with `MSG_PEEK`, leaving them in place. Both ends of a pair carry the
-//! pair's id (the lower inode) and their end number. Refused, with the
-//! task and fd: a named socket (bound to a path or an abstract name, or
-//! listening), an unconnected one, one whose peer is outside the tree,
-//! file descriptors in flight, and queued messages on datagram or
-//! seqpacket ends.
+//! socket's peer, shutdown state, bound file and accept queue, and reads
+//! the bytes queued on a stream end with `MSG_PEEK`, leaving them in place.
+//! Both ends of a pair carry the pair's id (the lower inode) and their end
+//! number; a listener its name, backlog and, for a path, the socket file's
+//! mode and owner (the file must still be this socket's). Refused, with
+//! the task and fd: connections through a named socket, a named socket
+//! that does not listen, a listener with connections not yet accepted, an
+//! unconnected socket without a name, a peer outside the tree, file
+//! descriptors in flight, and queued messages on datagram or seqpacket
+//! ends.
 //!
 //! The restore stub makes each pair with socketpair(2), writes the queued
 //! bytes of an end into its peer (so they wait on that end again), then
 //! shuts down the writing side of the ends that were shut down (the peer's
-//! reading side follows, as it did).
+//! reading side follows, as it did). A listener is bound again, after a
+//! stale socket file at its path is removed.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -22,7 +27,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use crate::copier::{Copier, Source};
 use crate::error::{Error, Result};
 use crate::image::PagesWriter;
-use crate::model::{FileImage, FileKind};
+use crate::model::{FileImage, FileKind, SocketFile};
 use crate::sys::net;
 
 /// The kind of Unix socket `dup` (a copy of fd `fd` of task `pid`).
@@ -34,13 +39,39 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, dup: &OwnedFd, w: &PagesWr
     };
     let s = dup.as_raw_fd();
     let ty = net::sockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE).map_err(io("read the type"))?;
-    if net::unix_named(s).map_err(io("read the name"))? {
-        return Err(unsupported("with a name"));
-    }
+    let name = net::unix_name(s).map_err(io("read the name"))?;
     let ino = nix::sys::stat::fstat(s).map_err(|e| io("stat")(e.into()))?.st_ino as u32;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(io("open the network namespace"))?;
     let nl = net::sock_diag_socket_in(ns.as_fd()).map_err(io("open sock_diag"))?;
     let diag = net::unix_diag(nl.as_raw_fd(), ino).map_err(io("ask sock_diag about"))?;
+    if let Some(name) = name {
+        let shown = String::from_utf8_lossy(&name).replace('\0', "@");
+        if net::sockopt_int(s, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(io("read SO_ACCEPTCONN"))? == 0 {
+            return Err(unsupported(&if diag.peer != 0 {
+                format!("connected through {shown}: connections of named sockets cannot be saved")
+            } else {
+                format!("bound to {shown} and not listening")
+            }));
+        }
+        if diag.rqueue > 0 {
+            return Err(unsupported(&format!("listening on {shown} with {} connections not yet accepted", diag.rqueue)));
+        }
+        let file = if name[0] == 0 {
+            None
+        } else {
+            // The file, as the task sees it; it must still be this socket's.
+            let path = String::from_utf8(name.clone()).ok().filter(|p| p.starts_with('/'));
+            let path = path.ok_or_else(|| unsupported(&format!("bound to the relative or non-UTF-8 path {shown}")))?;
+            let st = nix::sys::stat::lstat(format!("/proc/{pid}/root{path}").as_str()).ok();
+            match st {
+                Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK && st.st_ino as u32 == diag.vfs_ino => {
+                    Some(SocketFile { mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid })
+                }
+                _ => return Err(unsupported(&format!("bound to {path}, which is gone or another file now"))),
+            }
+        };
+        return Ok(FileKind::UnixListener { ty, name, backlog: diag.wqueue as i32, file });
+    }
     if diag.peer == 0 {
         return Err(unsupported("that is not connected"));
     }
@@ -78,16 +109,75 @@ pub fn check_pairs(files: &[FileImage], who: impl Fn(usize) -> (i32, i32)) -> Re
     Ok(())
 }
 
-/// A one-line description for `stasis inspect`.
-pub fn describe(kind: &FileKind) -> Option<String> {
-    let FileKind::UnixPair { ty, pair, end, shutdown, data } = kind else { return None };
-    let ty = match *ty {
+fn type_name(ty: i32) -> &'static str {
+    match ty {
         libc::SOCK_STREAM => "stream",
         libc::SOCK_DGRAM => "dgram",
         libc::SOCK_SEQPACKET => "seqpacket",
         _ => "?",
-    };
+    }
+}
+
+/// A one-line description for `stasis inspect`.
+pub fn describe(kind: &FileKind) -> Option<String> {
+    if let FileKind::UnixListener { ty, name, backlog, file } = kind {
+        let mode = file.map(|f| format!(", mode {:o}, owner {}:{}", f.mode, f.uid, f.gid)).unwrap_or_default();
+        return Some(format!("unix {} socket listening on {} (backlog {backlog}{mode})", type_name(*ty), String::from_utf8_lossy(name).replace('\0', "@")));
+    }
+    let FileKind::UnixPair { ty, pair, end, shutdown, data } = kind else { return None };
+    let ty = type_name(*ty);
     let queued = data.map(|d| format!(", {} bytes queued", d.len)).unwrap_or_default();
     let shut = if *shutdown != 0 { format!(", shutdown {shutdown}") } else { String::new() };
     Some(format!("unix {ty} socket pair {pair} end {end}{queued}{shut}"))
+}
+
+// Restore side of listeners: runs in the restore stub, which reports errors
+// as strings.
+
+/// Makes a listening Unix socket again: a stale socket file left at its
+/// path is removed first (anything else there is an error), and the new
+/// file gets the old one's mode and owner.
+pub fn open_listener(kind: &FileKind) -> std::result::Result<i32, String> {
+    let FileKind::UnixListener { ty, name, backlog, file } = kind else { return Err("not a unix listener".into()) };
+    let shown = String::from_utf8_lossy(name).replace('\0', "@");
+    let err = |what: &str| format!("{what} {shown}: {}", std::io::Error::last_os_error());
+    let path = (name[0] != 0).then(|| std::ffi::CString::new(name.clone())).transpose().map_err(|_| format!("bad socket path {shown}"))?;
+    if let Some(p) = &path {
+        // SAFETY: all-zero bytes are a valid stat; lstat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: lstat of a valid C string into a live stat.
+        if unsafe { libc::lstat(p.as_ptr(), &mut st) } == 0 {
+            if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+                return Err(format!("{shown} exists and is not a socket"));
+            }
+            // SAFETY: unlinking the stale socket file.
+            if unsafe { libc::unlink(p.as_ptr()) } < 0 {
+                return Err(err("remove the old socket file"));
+            }
+        }
+    }
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, *ty, 0) };
+    if fd < 0 {
+        return Err(err("socket for"));
+    }
+    let r = (|| {
+        net::unix_bind(fd, name).map_err(|e| format!("bind {shown}: {e}"))?;
+        if let (Some(p), Some(f)) = (&path, file) {
+            // SAFETY: chmod and lchown of a valid C string.
+            if unsafe { libc::chmod(p.as_ptr(), f.mode) } < 0 || unsafe { libc::lchown(p.as_ptr(), f.uid, f.gid) } < 0 {
+                return Err(err("set mode and owner of"));
+            }
+        }
+        // SAFETY: plain syscall.
+        if unsafe { libc::listen(fd, *backlog) } < 0 {
+            return Err(err("listen on"));
+        }
+        Ok(fd)
+    })();
+    if r.is_err() {
+        // SAFETY: closing our own socket.
+        unsafe { libc::close(fd) };
+    }
+    r
 }

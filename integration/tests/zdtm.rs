@@ -107,6 +107,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("unix_pairs", Mode::LeaveRunning),
     ("async_owner", Mode::Kill),
     ("async_owner", Mode::LeaveRunning),
+    ("unix_listener", Mode::Kill),
+    ("unix_listener", Mode::LeaveRunning),
 ];
 
 
@@ -312,6 +314,7 @@ zdtm_tests!(
     inet_sockets,
     unix_pairs,
     async_owner,
+    unix_listener,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

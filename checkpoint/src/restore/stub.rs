@@ -591,6 +591,7 @@ fn open_one(
         FileKind::EventFd { .. } | FileKind::SignalFd { .. } | FileKind::TimerFd { .. } | FileKind::Epoll { .. } => crate::events::open(&f.kind),
         FileKind::InetSocket { .. } => crate::sockets::open(&f.kind),
         FileKind::UnixPair { .. } => Err("unix socket pairs are opened apart".into()),
+        FileKind::UnixListener { .. } => crate::unix::open_listener(&f.kind),
         FileKind::Memfd { shmem } => {
             let src = plan.shmem_fd[*shmem as usize];
             open_path(&format!("/proc/self/fd/{src}"), flags)

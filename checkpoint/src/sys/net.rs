@@ -116,9 +116,9 @@ pub fn socket_netns(fd: RawFd) -> io::Result<u64> {
     Ok(nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&ns))?.st_ino)
 }
 
-/// Whether Unix socket `fd` is bound to a name (a path or an abstract
-/// name); socketpair(2) ends have none.
-pub fn unix_named(fd: RawFd) -> io::Result<bool> {
+/// The name Unix socket `fd` is bound to: a path, or an abstract name
+/// starting with a 0 byte; `None` for none (socketpair(2) ends).
+pub fn unix_name(fd: RawFd) -> io::Result<Option<Vec<u8>>> {
     // SAFETY: all-zero bytes are a valid sockaddr_un.
     let mut sa: libc::sockaddr_un = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -126,7 +126,34 @@ pub fn unix_named(fd: RawFd) -> io::Result<bool> {
     if unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_un).cast(), &mut len) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(len as usize > size_of::<libc::sa_family_t>())
+    let n = (len as usize).saturating_sub(size_of::<libc::sa_family_t>()).min(sa.sun_path.len());
+    let mut name: Vec<u8> = sa.sun_path[..n].iter().map(|&c| c as u8).collect();
+    if name.first().is_some_and(|&c| c != 0) {
+        // A path: the kernel may count its terminating NUL.
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+    }
+    Ok((!name.is_empty()).then_some(name))
+}
+
+/// Binds Unix socket `fd` to `name` (as [`unix_name`] gives it).
+pub fn unix_bind(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    // SAFETY: all-zero bytes are a valid sockaddr_un.
+    let mut sa: libc::sockaddr_un = unsafe { zeroed() };
+    if name.is_empty() || name.len() >= sa.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &c) in sa.sun_path.iter_mut().zip(name) {
+        *d = c as libc::c_char;
+    }
+    let len = size_of::<libc::sa_family_t>() + name.len() + usize::from(name[0] != 0);
+    // SAFETY: the kernel reads `len` bytes of `sa`.
+    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_un).cast(), len as libc::socklen_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The bytes queued for reading on stream socket `fd`, left in place
@@ -182,7 +209,17 @@ pub struct UnixDiag {
     pub peer: u32,
     /// `SHUT_RD` (1) and `SHUT_WR` (2) bits applied to it.
     pub shutdown: u8,
+    /// Inode of the file a path-bound socket made, 0 for none.
+    pub vfs_ino: u32,
+    /// For a listener: connections waiting to be accepted, and the backlog.
+    pub rqueue: u32,
+    pub wqueue: u32,
 }
+
+const UNIX_DIAG_VFS: u16 = 1;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 /// A `NETLINK_SOCK_DIAG` socket in the network namespace `netns` (Unix
 /// sockets are listed per namespace): made on a thread that joins it, so
@@ -207,9 +244,8 @@ pub fn sock_diag_socket_in(netns: std::os::fd::BorrowedFd<'_>) -> io::Result<std
 /// Unix socket with inode `ino`.
 pub fn unix_diag(nl: RawFd, ino: u32) -> io::Result<UnixDiag> {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const UDIAG_SHOW_PEER: u32 = 0x4;
-    const UNIX_DIAG_PEER: u16 = 2;
-    const UNIX_DIAG_SHUTDOWN: u16 = 6;
+    // UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN
+    const SHOW: u32 = 0x2 | 0x4 | 0x10;
     // struct nlmsghdr + struct unix_diag_req
     let mut req = [0u8; 16 + 24];
     req[0..4].copy_from_slice(&40u32.to_ne_bytes());
@@ -218,7 +254,7 @@ pub fn unix_diag(nl: RawFd, ino: u32) -> io::Result<UnixDiag> {
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req[24..28].copy_from_slice(&ino.to_ne_bytes());
-    req[28..32].copy_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req[28..32].copy_from_slice(&SHOW.to_ne_bytes());
     req[32..40].copy_from_slice(&u64::MAX.to_ne_bytes()); // no cookie
     // SAFETY: the kernel reads `req.len()` bytes from `req`.
     if unsafe { libc::send(nl, req.as_ptr().cast(), req.len(), 0) } < 0 {
@@ -230,10 +266,10 @@ pub fn unix_diag(nl: RawFd, ino: u32) -> io::Result<UnixDiag> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    parse_unix_diag(&buf[..n as usize], ino, UNIX_DIAG_PEER, UNIX_DIAG_SHUTDOWN)
+    parse_unix_diag(&buf[..n as usize], ino)
 }
 
-fn parse_unix_diag(b: &[u8], ino: u32, peer_attr: u16, shut_attr: u16) -> io::Result<UnixDiag> {
+fn parse_unix_diag(b: &[u8], ino: u32) -> io::Result<UnixDiag> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "short sock_diag answer");
     let u16_at = |i: usize| b.get(i..i + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
     let u32_at = |i: usize| b.get(i..i + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]));
@@ -250,17 +286,19 @@ fn parse_unix_diag(b: &[u8], ino: u32, peer_attr: u16, shut_attr: u16) -> io::Re
     if u32_at(20).ok_or_else(bad)? != ino {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "sock_diag answered about another socket"));
     }
-    let mut d = UnixDiag { peer: 0, shutdown: 0 };
+    let mut d = UnixDiag { peer: 0, shutdown: 0, vfs_ino: 0, rqueue: 0, wqueue: 0 };
     let mut at = 16 + 16;
     while at + 4 <= len {
         let (alen, ty) = (u16_at(at).ok_or_else(bad)? as usize, u16_at(at + 2).ok_or_else(bad)?);
         if alen < 4 {
             break;
         }
-        if ty == peer_attr {
-            d.peer = u32_at(at + 4).ok_or_else(bad)?;
-        } else if ty == shut_attr {
-            d.shutdown = *b.get(at + 4).ok_or_else(bad)?;
+        match ty {
+            UNIX_DIAG_PEER => d.peer = u32_at(at + 4).ok_or_else(bad)?,
+            UNIX_DIAG_SHUTDOWN => d.shutdown = *b.get(at + 4).ok_or_else(bad)?,
+            UNIX_DIAG_VFS => d.vfs_ino = u32_at(at + 4).ok_or_else(bad)?,
+            UNIX_DIAG_RQLEN => (d.rqueue, d.wqueue) = (u32_at(at + 4).ok_or_else(bad)?, u32_at(at + 8).ok_or_else(bad)?),
+            _ => {}
         }
         at += (alen + 3) & !3;
     }
@@ -299,8 +337,20 @@ mod tests {
         let nl = sock_diag_socket_in(std::os::fd::AsFd::as_fd(&ns)).unwrap();
         b.shutdown(std::net::Shutdown::Write).unwrap();
         // SHUT_WR on b: b stops sending (2), so a stops receiving (1).
-        assert_eq!(unix_diag(nl.as_raw_fd(), ino(&a)).unwrap(), UnixDiag { peer: ino(&b), shutdown: 1 });
-        assert_eq!(unix_diag(nl.as_raw_fd(), ino(&b)).unwrap(), UnixDiag { peer: ino(&a), shutdown: 2 });
+        let (da, db) = (unix_diag(nl.as_raw_fd(), ino(&a)).unwrap(), unix_diag(nl.as_raw_fd(), ino(&b)).unwrap());
+        assert_eq!((da.peer, da.shutdown, da.vfs_ino), (ino(&b), 1, 0));
+        assert_eq!((db.peer, db.shutdown, db.vfs_ino), (ino(&a), 2, 0));
+        let dir = std::env::temp_dir().join(format!("stasis-diag-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let l = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let _c = std::os::unix::net::UnixStream::connect(&dir).unwrap();
+        let dl = unix_diag(nl.as_raw_fd(), std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap().ino() as u32).unwrap();
+        // std listens with the largest backlog the kernel allows (somaxconn).
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+        assert_eq!((dl.peer, dl.vfs_ino as u64, dl.rqueue, dl.wqueue), (0, std::fs::metadata(&dir).unwrap().ino(), 1, somaxconn));
+        assert_eq!(unix_name(l.as_raw_fd()).unwrap(), Some(dir.as_os_str().as_encoded_bytes().to_vec()));
+        assert_eq!(unix_name(a.as_raw_fd()).unwrap(), None);
+        std::fs::remove_file(&dir).unwrap();
         assert_eq!(unix_diag(nl.as_raw_fd(), 1).unwrap_err().raw_os_error(), Some(libc::ENOENT));
     }
 }

@@ -173,3 +173,29 @@ fn file_owners() {
     expect(|t| *t = owned(9, 0), "file 14: owner 9 (signal 0) is not a task holding it");
     expect(|t| *t = owned(2, 65), "file 14: owner 2 (signal 65) is not a task holding it");
 }
+
+#[test]
+fn unix_listeners() {
+    let listener = |ty: i32, name: &[u8], backlog: i32, sock: Option<SocketFile>| {
+        let mut t = sample_tree();
+        t.files.push(file(50, FileKind::UnixListener { ty, name: name.to_vec(), backlog, file: sock }));
+        t.tasks[0].fds.push(fd(12, 50));
+        t
+    };
+    let f = Some(SocketFile { mode: 0o660, uid: 0, gid: 0 });
+    validate(&listener(libc::SOCK_STREAM, b"/run/app.sock", 5, f), PAGES_LEN).unwrap();
+    validate(&listener(libc::SOCK_SEQPACKET, b"\0abstract", 5, None), PAGES_LEN).unwrap();
+    let cases = [
+        (listener(libc::SOCK_DGRAM, b"/run/app.sock", 5, f), "file 50: unix listener of type 2, name of 13 bytes or backlog 5 invalid"),
+        (listener(libc::SOCK_STREAM, &[b'/'; 108], 5, f), "name of 108 bytes"),
+        (listener(libc::SOCK_STREAM, b"/run/app.sock", -1, f), "backlog -1 invalid"),
+        (listener(libc::SOCK_STREAM, b"\0abstract", 5, f), "file 50: unix listener's file mode does not match its name"),
+        (listener(libc::SOCK_STREAM, b"/run/app.sock", 5, None), "file mode does not match"),
+        (listener(libc::SOCK_STREAM, b"/run/app.sock", 5, Some(SocketFile { mode: 0o10000, uid: 0, gid: 0 })), "file mode does not match"),
+        (listener(libc::SOCK_STREAM, b"/run/../etc/x", 5, f), "has a '..' component"),
+        (listener(libc::SOCK_STREAM, b"run/app.sock", 5, f), "file 50: path \"run/app.sock\""),
+    ];
+    for (t, needle) in cases {
+        expect(|x| *x = t, needle);
+    }
+}

@@ -317,6 +317,20 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                     bail!("{who}: unix socket pair {pair} has ends of two types");
                 }
             }
+            FileKind::UnixListener { ty, name, backlog, file } => {
+                let abstract_name = name.first() == Some(&0);
+                if ![libc::SOCK_STREAM, libc::SOCK_SEQPACKET].contains(ty) || name.is_empty() || name.len() >= 108 || !(0..=65535).contains(backlog) {
+                    bail!("{who}: unix listener of type {ty}, name of {} bytes or backlog {backlog} invalid", name.len());
+                }
+                match (abstract_name, file) {
+                    (true, None) => {}
+                    (false, Some(f)) if f.mode & !0o7777 == 0 => {
+                        let path = std::str::from_utf8(name).map_err(|_| ImageError::Invalid(format!("{who}: socket path is not UTF-8")))?;
+                        check_path(&who, path)?;
+                    }
+                    _ => bail!("{who}: unix listener's file mode does not match its name"),
+                }
+            }
             k => check_event_file(&who, k)?,
         }
     }

@@ -80,6 +80,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("inet_sockets", true, &[], &["port", "option", "peer"]),
     prog("unix_pairs", true, &[], &["data", "shut", "child"]),
     prog("async_owner", true, &[], &["owner", "sig"]),
+    prog("unix_listener", true, &[], &["file", "mode"]),
 ];
 
 
