@@ -3,15 +3,19 @@
  * PostgreSQL, PHP-FPM or supervisord hold them.
  *
  * State built before the checkpoint:
- *  - ls: SOCK_STREAM listener bound to <dir>/srv.sock, mode 0660, backlog 5;
- *  - lq: SOCK_SEQPACKET listener on the abstract name "stasis-zdtm-<pid>";
+ *  - ls: SOCK_STREAM listener bound to /tmp/zdtm-ul-<hash>.sock (a socket
+ *    path must fit in 108 bytes, the state dir may not; <hash> is of the
+ *    state dir), mode 0660, backlog 5;
+ *  - lq: SOCK_SEQPACKET listener on the abstract name "zdtm-ul-<hash>";
  *  - a pair-free life: no connection is open.
  *
  * Verified after SIGTERM: both are listening with their names; the socket
  * file is a socket of mode 0660; a client connects to each, the listener
- * accepts, and a message goes through each connection both ways.
+ * accepts, and a message goes through each connection both ways. The
+ * socket file is removed at the end.
  *
- * Corruptions: "file" (srv.sock removed: no client gets in), "mode" (0600).
+ * Corruptions: "file" (the socket file removed: no client gets in), "mode"
+ * (0600).
  */
 #include "zdtm.h"
 #include <stddef.h>
@@ -50,15 +54,18 @@ static void talk(int l, int type, struct sockaddr_un *a, socklen_t len, const ch
 
 int main(int argc, char **argv)
 {
-	char path[PATH_MAX], abs[64];
+	char path[64], abs[64];
+	uint32_t h = 2166136261u;
 	struct sockaddr_un a, b, got;
 	socklen_t la, lb, lg;
 	struct stat st;
 	int ls, lq, v;
 
 	zdtm_init(argc, argv);
-	snprintf(path, sizeof(path), "%s", zdtm_path("srv.sock"));
-	snprintf(abs, sizeof(abs), "stasis-zdtm-%d", (int)getpid());
+	for (const char *c = zdtm_dir; *c; c++)
+		h = (h ^ (unsigned char)*c) * 16777619u;
+	snprintf(path, sizeof(path), "/tmp/zdtm-ul-%08x.sock", h);
+	snprintf(abs, sizeof(abs), "zdtm-ul-%08x", h);
 	unlink(path);
 	la = addr_of(&a, path, 0);
 	lb = addr_of(&b, abs, 1);
@@ -80,8 +87,9 @@ int main(int argc, char **argv)
 	ZCHECK(getsockname(lq, (void *)&got, &lg) == 0 && lg == lb && !memcmp(&got, &b, lb), "lq lost its abstract name");
 	lg = sizeof(v);
 	ZCHECK(getsockopt(ls, SOL_SOCKET, SO_ACCEPTCONN, &v, &lg) == 0 && v == 1, "ls is not listening");
-	ZCHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 07777) == 0660, "srv.sock is not a socket of mode 0660");
-	talk(ls, SOCK_STREAM, &a, la, "srv.sock");
+	ZCHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 07777) == 0660, "%s is not a socket of mode 0660", path);
+	talk(ls, SOCK_STREAM, &a, la, "path");
 	talk(lq, SOCK_SEQPACKET, &b, lb, "abstract");
+	unlink(path);
 	zdtm_finish();
 }
