@@ -26,16 +26,14 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::model::{EpollWatch, FileImage, FileKind, TaskImage};
 
-/// The kind of an `anon_inode:[...]` fd of task `pid`, from its fdinfo.
-/// Anything but the four kinds here is unsupported.
-pub fn dump(pid: i32, vpid: i32, fd: i32, name: &str) -> Result<FileKind> {
+/// The kind of an `anon_inode:[...]` fd of task `pid`, from its fdinfo
+/// `text`. Anything but the four kinds here is unsupported.
+pub fn dump(pid: i32, vpid: i32, fd: i32, name: &str, text: &str) -> Result<FileKind> {
     let unsupported = |what: String| Error::Unsupported { pid: vpid, what: format!("fd {fd} ({what})") };
-    let text = match name {
-        "[eventfd]" | "[signalfd]" | "[timerfd]" | "[eventpoll]" => std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .map_err(|e| Error::Io { context: format!("read fdinfo {fd} of task {vpid}"), cause: e })?,
-        other => return Err(unsupported(other.to_string())),
-    };
-    let kind = parse(name, &text, vpid).map_err(|why| unsupported(format!("{name}: {why}")))?;
+    if !matches!(name, "[eventfd]" | "[signalfd]" | "[timerfd]" | "[eventpoll]") {
+        return Err(unsupported(name.to_string()));
+    }
+    let kind = parse(name, text, vpid).map_err(|why| unsupported(format!("{name}: {why}")))?;
     // A periodic timer past its expiry whose expiry the kernel has not
     // processed yet shows no time left and no expirations, as a disarmed
     // one does: look again once the expiry is in (a few microseconds).

@@ -126,13 +126,12 @@ impl FileTable {
                             what: format!("fd {fd} ({link}, a file outside the task's mount namespace)"),
                         });
                     } else {
-                        self.classify(pid, vpid, fd, &link, &st, root_prefix, shm, w, copier)?
+                        self.classify(pid, vpid, fd, &link, &info, &st, root_prefix, shm, w, copier)?
                     };
                     let id = self.files.len() as u32;
                     // The owner of an O_ASYNC file, by host pid for now (see finish_owners).
                     let owner = if info.flags & libc::O_ASYNC != 0 {
-                        crate::sys::pidfd_open(pid)
-                            .and_then(|p| crate::sys::pidfd_getfd(p.as_fd(), fd))
+                        crate::sys::take_fd(pid, fd)
                             .and_then(|f| crate::sys::file_owner(f.as_raw_fd()))
                             .ctx(|| format!("read the owner of fd {fd} of task {vpid}"))?
                     } else {
@@ -159,6 +158,7 @@ impl FileTable {
         vpid: i32,
         fd: i32,
         link: &str,
+        info: &proc::FdInfo,
         st: &nix::sys::stat::FileStat,
         root_prefix: &str,
         shm: &mut ShmemTable,
@@ -179,7 +179,7 @@ impl FileTable {
             return crate::sockets::dump(pid, vpid, fd, link, w, copier);
         }
         if let Some(name) = link.strip_prefix("anon_inode:") {
-            return crate::events::dump(pid, vpid, fd, name);
+            return crate::events::dump(pid, vpid, fd, name, &info.text);
         }
         if !link.starts_with('/') {
             return Err(unsupported(link.to_string()));

@@ -105,7 +105,7 @@ fn open_uffd(pid: i32, keep: bool) -> std::io::Result<(OwnedFd, Option<i32>)> {
         fd = high;
         kept = Some(high as i32);
     }
-    let ours = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd as i32));
+    let ours = sys::take_fd(pid, fd as i32);
     let closed = if keep { Ok(0) } else { r.call(libc::SYS_close, &[fd]) };
     r.finish()?;
     let ours = ours?;

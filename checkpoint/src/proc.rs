@@ -269,6 +269,8 @@ pub struct FdInfo {
     pub ino: u64,
     /// The kind of the first file lock listed (FLOCK, POSIX, OFDLCK, LEASE).
     pub lock: Option<String>,
+    /// The whole text, for the fields of special files (`crate::events`).
+    pub text: String,
 }
 
 pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
@@ -288,6 +290,7 @@ pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
             _ => {}
         }
     }
+    i.text = text;
     Ok(i)
 }
 

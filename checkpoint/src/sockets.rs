@@ -39,8 +39,7 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &
         let what = format!("{what} of socket fd {fd} of task {vpid}");
         move |e: std::io::Error| Error::Io { context: what, cause: e }
     };
-    let pidfd = sys::pidfd_open(pid).map_err(io("open a pidfd"))?;
-    let dup = sys::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd).map_err(io("take a copy"))?;
+    let dup = sys::take_fd(pid, fd).map_err(io("take a copy"))?;
     let s = dup.as_raw_fd();
     let int = |level, name, what: &str| net::sockopt_int(s, level, name).map_err(io(what));
     let family = int(libc::SOL_SOCKET, libc::SO_DOMAIN, "read the family")?;

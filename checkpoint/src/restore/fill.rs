@@ -78,7 +78,7 @@ impl Filler {
             return None;
         }
         let in_task = r.call(libc::SYS_userfaultfd, &[uffd::CREATE_FLAGS]).ok()?;
-        let uffd = match sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), in_task as i32)) {
+        let uffd = match sys::take_fd(pid, in_task as i32) {
             Ok(fd) => fd,
             Err(_) => {
                 // Not left behind in the task: closing it there is all it takes.

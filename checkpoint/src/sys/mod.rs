@@ -63,6 +63,12 @@ pub const F_GETOWN_EX: i32 = 16;
 pub const F_OWNER_TID: i32 = 0;
 pub const F_OWNER_PID: i32 = 1;
 
+/// A copy of fd `fd` of process `pid`, sharing its open file description
+/// (`pidfd_open`, then `pidfd_getfd`).
+pub fn take_fd(pid: i32, fd: i32) -> io::Result<OwnedFd> {
+    pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd_open(pid)?), fd)
+}
+
 /// `pidfd_getfd(pidfd, fd, 0)`: a duplicate of another process's fd, sharing
 /// its open file description.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
