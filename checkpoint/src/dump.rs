@@ -8,7 +8,8 @@
 //! 3. **tasks**: per process, registers and thread state, injected queries
 //!    (signal handlers, itimers, brk, prctl flags), VMAs with the ranges of
 //!    populated pages, and fds (`task`, `memory`, `files`, `shmem`);
-//! 4. **shared objects**: pipe contents, epoll watches, SysV segments;
+//! 4. **shared objects**: pipe contents, epoll watches and socket pairs,
+//!    O_ASYNC owners, SysV segments;
 //! 5. **pages**: copy all page data into `pages.img` on several threads;
 //! 6. **write** `tree.img`, then `inventory.img` last (the commit marker);
 //! 7. **finish**: kill the tree, or release it untouched (`leave_running`).
@@ -250,7 +251,7 @@ fn collect(
     }
     stats.phases.push(("tasks", t0.elapsed().as_micros() as u64));
     files.finish_pipes(w, &mut copier)?;
-    files.finish_epolls()?;
+    files.finish_links()?;
     files.finish_owners(|host| ids.vpid.get(&host).copied())?;
     shm.dump_sysv(seized.tasks[0].pid, opts.own_ipc_ns, w, &mut copier)?;
     stats.phases.push(("shared", t0.elapsed().as_micros() as u64));

@@ -254,10 +254,10 @@ impl FileTable {
         Ok(())
     }
 
-    /// After all tasks: names the file behind every epoll watch (see
-    /// [`crate::events`]) and checks both ends of each Unix socket pair are
-    /// in the tree ([`crate::unix`]).
-    pub fn finish_epolls(&mut self) -> Result<()> {
+    /// After all tasks, the links between files: checks both ends of each
+    /// Unix socket pair are in the tree ([`crate::unix`]) and names the file
+    /// behind every epoll watch ([`crate::events`]).
+    pub fn finish_links(&mut self) -> Result<()> {
         crate::unix::check_pairs(&self.files, |i| self.users[i][0])?;
         let by_fd: HashMap<(i32, i32), u32> = self.users.iter().enumerate().flat_map(|(id, us)| us.iter().map(move |&u| (u, id as u32))).collect();
         for (f, &(pid, fd)) in self.files.iter_mut().zip(&self.reps) {

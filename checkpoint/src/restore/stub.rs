@@ -438,8 +438,9 @@ fn open_shared(plan: &Plan) -> R<()> {
         };
         stage(fd, plan.shmem_fd[o.id as usize])?;
     }
+    // Both ends of each pipe and of each Unix socket pair, by id.
     let mut pipes: std::collections::HashMap<u64, (i32, i32)> = Default::default();
-    let mut pairs = pipes.clone();
+    let mut pairs: std::collections::HashMap<u64, (i32, i32)> = Default::default();
     let mut keepers = Vec::new();
     for f in &tree.files {
         let at = plan.file_fd[f.id as usize];
