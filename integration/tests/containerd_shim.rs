@@ -800,12 +800,22 @@ fn containers_of_one_pod_share_a_shim() {
         serde_json::from_str(&ctrd.ctr(&["oci", "spec"]).ok().stdout).expect("ctr oci spec");
     spec["process"]["args"] = serde_json::json!(["/bin/counter", "/tmp/state"]);
     spec["annotations"] = serde_json::json!({ "io.kubernetes.cri.sandbox-id": a });
+    // The counter renames its state file every few milliseconds: paused,
+    // its rootfs copies without a file vanishing under cp.
+    let pause = ctrd.ctr(&["tasks", "pause", &solo]);
+    assert_eq!(pause.code, 0, "ctr tasks pause: {pause:?}");
     let mut rootfs = Vec::new();
     for c in [&a, &b] {
         let root = s.scratch.path().join(format!("rootfs-{c}"));
         let cp = Command::new("cp").arg("-a").arg(&solo_rootfs).arg(&root).status().unwrap();
         assert!(cp.success(), "copy the rootfs");
         let _ = fs::remove_file(root.join("tmp/state"));
+        let _ = fs::remove_file(root.join("tmp/state.tmp"));
+        rootfs.push(root);
+    }
+    let resume = ctrd.ctr(&["tasks", "resume", &solo]);
+    assert_eq!(resume.code, 0, "ctr tasks resume: {resume:?}");
+    for (c, root) in [&a, &b].into_iter().zip(&rootfs) {
         spec["root"] = serde_json::json!({ "path": root, "readonly": false });
         spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{}/{c}", ctrd.namespace()));
         let spec_file = s.scratch.path().join(format!("spec-{c}.json"));
@@ -814,7 +824,6 @@ fn containers_of_one_pod_share_a_shim() {
         let run = ctrd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--config", &spec_arg, c]);
         assert_eq!(run.code, 0, "ctr run {c}: {run:?}\n{}", ctrd.log());
         wait_status(ctrd, c, "RUNNING");
-        rootfs.push(root);
     }
     for r in &rootfs {
         wait_for("both pod counters", || progress_in(r).filter(|p| p.iter >= 3));
