@@ -394,13 +394,13 @@ mod tests {
             "000000600000-000000610000 rw-p anon",
             "pgoff 0x0  3 pages / 12.0 KiB",
             "file /bin/sh",
-            "shmem 9",
+            "shmem 0",
             "[vdso]",
             "   1 -> pipe:[77] 5 queued O_RDONLY flags 0o0 pos 0",
             "   3 -> pipe:[77] O_RDONLY flags 0o0 pos 0 cloexec",
             "   7 -> /etc/hosts (size 100, mode 100644)",
             "   0 -> /dev/null (chr 1:3)",
-            "shmem 9: memfd \"jit\" seals 0x0, size 4.9 KiB, 2 pages / 8.0 KiB populated",
+            "shmem 0: memfd \"jit\" seals 0x0, size 4.9 KiB, 2 pages / 8.0 KiB populated",
         ] {
             assert!(r.contains(needle), "report lacks {needle:?}:\n{r}");
         }

@@ -451,7 +451,7 @@ fn crafted_cases() -> Vec<(&'static str, Craft, &'static str)> {
         ("duplicate fd", Box::new(|t| { let f = t.tasks[0].fds[0].clone(); t.tasks[0].fds.push(f); }), "out of range or duplicate"),
         ("fd of a missing file", Box::new(|t| { t.tasks[0].fds[0].file = 99_999; }), "refers to missing file 99999"),
         ("file opened O_TRUNC", Box::new(|t| { t.files[0].flags |= libc::O_TRUNC; }), "bad flags"),
-        ("set-uid deleted file", Box::new(|t| { t.files.push(stasis_checkpoint::model::FileImage { id: 9_000, flags: 0, pos: 0, owner: None, kind: FileKind::Unlinked { path: "/tmp/suid".into(), mode: 0o104755, data: Blob { off: 4096, len: 0, xxh3: 0 } } }); }), "set-id mode"),
+        ("set-uid deleted file", Box::new(|t| { let id = t.files.len() as u32; t.files.push(stasis_checkpoint::model::FileImage { id, flags: 0, pos: 0, owner: None, kind: FileKind::Unlinked { path: "/tmp/suid".into(), mode: 0o104755, data: Blob { off: 4096, len: 0, xxh3: 0 } } }); }), "set-id mode"),
         ("root's parent in the tree", Box::new(|t| { t.tasks[0].ppid = t.tasks[1].pid; }), "(a cycle)"),
         ("own parent", Box::new(|t| { t.tasks[1].ppid = t.tasks[1].pid; }), "is its own parent"),
         ("parent cycle", Box::new(|t| {
@@ -472,7 +472,9 @@ fn crafted_cases() -> Vec<(&'static str, Craft, &'static str)> {
             z.mm = None;
             z.fds.clear();
         }), "impossible exit status"),
-        ("forged SysV segment", Box::new(|t| t.shmem.push(ShmemImage { id: 4242, size: 4096, kind: ShmemKind::SysV { key: 0, shmid: -1, mode: 0o600, uid: 0, gid: 0 }, pages: vec![] })), "SysV segment id -1"),
+        ("file id past the end", Box::new(|t| { t.files.last_mut().unwrap().id = 4_000_000; }), "id out of order"),
+        ("shmem id past the end", Box::new(|t| t.shmem.push(ShmemImage { id: 4242, size: 4096, kind: ShmemKind::SysV { key: 0, shmid: 1, mode: 0o600, uid: 0, gid: 0 }, pages: vec![] })), "shmem 4242: id out of order"),
+        ("forged SysV segment", Box::new(|t| t.shmem.push(ShmemImage { id: t.shmem.len() as u32, size: 4096, kind: ShmemKind::SysV { key: 0, shmid: -1, mode: 0o600, uid: 0, gid: 0 }, pages: vec![] })), "SysV segment id -1"),
         ("rlimit above its max", Box::new(|t| { let r = &mut t.tasks[0].rlimits[0]; r.cur = r.max.wrapping_add(1).max(1); r.max = r.cur - 1; }), "invalid or duplicate"),
         ("comm with NUL", Box::new(|t| { t.tasks[0].comm = "x\0y".into(); }), "bad name"),
         ("page size 64 KiB", Box::new(|t| { t.host.page_size = 65536; }), "host page size 65536"),

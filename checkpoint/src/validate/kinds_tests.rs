@@ -6,26 +6,26 @@ use super::tests::{expect, fd, file, sample_tree, PAGES_LEN};
 use super::*;
 use crate::model::*;
 
-/// The sample tree plus, in task 1: eventfd 20 (fd 5), signalfd 21 (fd 6),
-/// timerfd 22 (fd 7), and epoll 23 (fd 8) watching fds 5 and 3.
+/// The sample tree plus, in task 1: eventfd 5 (fd 5), signalfd 6 (fd 6),
+/// timerfd 7 (fd 7), and epoll 8 (fd 8) watching fds 5 and 3.
 fn with_events() -> TreeImage {
     let mut t = sample_tree();
     t.files.extend([
-        file(20, FileKind::EventFd { count: 5, semaphore: true }),
-        file(21, FileKind::SignalFd { mask: 0xa00 }),
-        file(22, FileKind::TimerFd { clock: libc::CLOCK_REALTIME, value_ns: 1, interval_ns: 2, flags: 3, ticks: 4 }),
+        file(5, FileKind::EventFd { count: 5, semaphore: true }),
+        file(6, FileKind::SignalFd { mask: 0xa00 }),
+        file(7, FileKind::TimerFd { clock: libc::CLOCK_REALTIME, value_ns: 1, interval_ns: 2, flags: 3, ticks: 4 }),
         file(
-            23,
+            8,
             FileKind::Epoll {
                 owner: 1,
                 watches: vec![
-                    EpollWatch { fd: 5, file: 20, events: 0x19, data: 7 },
-                    EpollWatch { fd: 3, file: 12, events: 0x8000_0001, data: 8 },
+                    EpollWatch { fd: 5, file: 5, events: 0x19, data: 7 },
+                    EpollWatch { fd: 3, file: 2, events: 0x8000_0001, data: 8 },
                 ],
             },
         ),
     ]);
-    t.tasks[0].fds.extend([fd(5, 20), fd(6, 21), fd(7, 22), fd(8, 23)]);
+    t.tasks[0].fds.extend([fd(5, 5), fd(6, 6), fd(7, 7), fd(8, 8)]);
     t
 }
 
@@ -49,31 +49,31 @@ fn watches(t: &mut TreeImage) -> &mut Vec<EpollWatch> {
 #[test]
 fn event_files() {
     validate(&with_events(), PAGES_LEN).unwrap();
-    expect_ev(|t| t.files[5].kind = FileKind::EventFd { count: u64::MAX, semaphore: false }, "file 20: eventfd count 0xffffffffffffffff is over the maximum");
-    expect_ev(|t| t.files[6].kind = FileKind::SignalFd { mask: 1 << 8 }, "file 21: signalfd mask 0x100 holds SIGKILL or SIGSTOP");
+    expect_ev(|t| t.files[5].kind = FileKind::EventFd { count: u64::MAX, semaphore: false }, "file 5: eventfd count 0xffffffffffffffff is over the maximum");
+    expect_ev(|t| t.files[6].kind = FileKind::SignalFd { mask: 1 << 8 }, "file 6: signalfd mask 0x100 holds SIGKILL or SIGSTOP");
     expect_ev(
         |t| t.files[7].kind = FileKind::TimerFd { clock: libc::CLOCK_PROCESS_CPUTIME_ID, value_ns: 0, interval_ns: 0, flags: 0, ticks: 0 },
-        "file 22: timerfd clock 2 or flags 0o0 invalid",
+        "file 7: timerfd clock 2 or flags 0o0 invalid",
     );
     expect_ev(
         |t| t.files[7].kind = FileKind::TimerFd { clock: 1, value_ns: 0, interval_ns: 0, flags: 4, ticks: 0 },
-        "file 22: timerfd clock 1 or flags 0o4 invalid",
+        "file 7: timerfd clock 1 or flags 0o4 invalid",
     );
 }
 
 #[test]
 fn epoll_watches() {
-    expect_ev(|t| watches(t)[0].file = 21, "file 23: epoll watch of fd 5 (file 21) is not fd 5 of task 1");
-    expect_ev(|t| watches(t)[1].fd = 9, "file 23: epoll watch of fd 9 (file 12) is not fd 9 of task 1");
-    expect_ev(|t| watches(t)[1].file = 23, "epoll watch of fd 3 (file 23)");
-    expect_ev(|t| watches(t).push(EpollWatch { fd: 5, file: 20, events: 1, data: 0 }), "or repeated");
+    expect_ev(|t| watches(t)[0].file = 6, "file 8: epoll watch of fd 5 (file 6) is not fd 5 of task 1");
+    expect_ev(|t| watches(t)[1].fd = 9, "file 8: epoll watch of fd 9 (file 2) is not fd 9 of task 1");
+    expect_ev(|t| watches(t)[1].file = 8, "epoll watch of fd 3 (file 8)");
+    expect_ev(|t| watches(t).push(EpollWatch { fd: 5, file: 5, events: 1, data: 0 }), "or repeated");
     expect_ev(
         |t| {
             if let FileKind::Epoll { owner, .. } = &mut t.files.last_mut().unwrap().kind {
                 *owner = 2;
             }
         },
-        "file 23: epoll owner 2 does not hold it",
+        "file 8: epoll owner 2 does not hold it",
     );
     expect_ev(
         |t| {
@@ -81,14 +81,14 @@ fn epoll_watches() {
                 *owner = 9;
             }
         },
-        "file 23: epoll owner 9 is not a task of the image",
+        "file 8: epoll owner 9 is not a task of the image",
     );
 }
 
 fn with_socket(kind: FileKind) -> TreeImage {
     let mut t = sample_tree();
-    t.files.push(file(30, kind));
-    t.tasks[0].fds.push(fd(9, 30));
+    t.files.push(file(5, kind));
+    t.tasks[0].fds.push(fd(9, 5));
     t
 }
 
@@ -109,13 +109,13 @@ fn inet_sockets() {
     let bcast = SocketOptions { broadcast: true, ..Default::default() };
     validate(&with_socket(sock(udp4, false, Some("127.0.0.1:53"), Some("10.0.0.1:53"), None, bcast)), PAGES_LEN).unwrap();
     let cases = [
-        (sock(libc::AF_UNIX, true, None, None, None, V6), "file 30: socket family 1 is not AF_INET or AF_INET6"),
-        (sock(tcp6, true, Some("127.0.0.1:80"), None, None, V6), "file 30: socket address \"127.0.0.1:80\" is not one of family 10"),
+        (sock(libc::AF_UNIX, true, None, None, None, V6), "file 5: socket family 1 is not AF_INET or AF_INET6"),
+        (sock(tcp6, true, Some("127.0.0.1:80"), None, None, V6), "file 5: socket address \"127.0.0.1:80\" is not one of family 10"),
         (sock(tcp6, true, Some("nowhere"), None, None, V6), "socket address \"nowhere\""),
-        (sock(tcp6, true, Some("[::1]:1"), None, Some(-1), V6), "file 30: backlog Some(-1) on a socket that cannot listen"),
+        (sock(tcp6, true, Some("[::1]:1"), None, Some(-1), V6), "file 5: backlog Some(-1) on a socket that cannot listen"),
         (sock(tcp6, true, None, None, Some(128), V6), "backlog Some(128) on a socket that cannot listen"),
         (sock(tcp6, false, Some("[::1]:1"), None, Some(1), Default::default()), "backlog Some(1) on a socket that cannot listen"),
-        (sock(tcp6, true, Some("[::1]:1"), Some("[::1]:2"), None, V6), "file 30: socket options or peer that its kind does not have"),
+        (sock(tcp6, true, Some("[::1]:1"), Some("[::1]:2"), None, V6), "file 5: socket options or peer that its kind does not have"),
         (sock(udp4, true, Some("1.2.3.4:5"), None, None, V6), "socket options or peer"),
         (sock(udp4, false, None, None, None, SocketOptions { nodelay: true, ..Default::default() }), "socket options or peer"),
     ];
@@ -128,13 +128,13 @@ fn pair_end(id: u32, end: u8, ty: i32, data: Option<Blob>) -> FileImage {
     file(id, FileKind::UnixPair { ty, pair: 77, end, shutdown: 0, data })
 }
 
-/// The sample tree plus a stream pair (files 40, 41) in task 1, 5 bytes
+/// The sample tree plus a stream pair (files 5, 6) in task 1, 5 bytes
 /// queued on end 0.
 fn with_pair(f: impl FnOnce(&mut Vec<FileImage>)) -> TreeImage {
     let mut t = sample_tree();
     let mut ends = vec![
-        pair_end(40, 0, libc::SOCK_STREAM, Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 })),
-        pair_end(41, 1, libc::SOCK_STREAM, None),
+        pair_end(5, 0, libc::SOCK_STREAM, Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 })),
+        pair_end(6, 1, libc::SOCK_STREAM, None),
     ];
     f(&mut ends);
     t.tasks[0].fds.extend(ends.iter().enumerate().map(|(i, e)| fd(10 + i as i32, e.id)));
@@ -150,11 +150,11 @@ fn unix_pairs() {
     validate(&with_pair(|_| {}), PAGES_LEN).unwrap();
     let cases: [PairCase; 6] = [
         (|e| e.truncate(1), "unix socket pair 77 does not have exactly one of each end"),
-        (|e| e[1] = pair_end(41, 0, libc::SOCK_STREAM, None), "unix socket pair 77 does not have exactly one of each end"),
-        (|e| e[1] = pair_end(41, 1, libc::SOCK_DGRAM, None), "file 41: unix socket pair 77 has ends of two types"),
-        (|e| e[1] = pair_end(41, 2, libc::SOCK_STREAM, None), "file 41: unix socket type 1, end 2 or shutdown 0 invalid"),
-        (|e| e[0] = pair_end(40, 0, libc::SOCK_DGRAM, Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 })), "file 40: 5 queued bytes on a unix socket of type 2"),
-        (|e| e[0] = pair_end(40, 0, libc::SOCK_STREAM, Some(Blob { off: 60 * PAGE_SIZE, len: 5, xxh3: 0 })), "file 40: pages.img: blob"),
+        (|e| e[1] = pair_end(6, 0, libc::SOCK_STREAM, None), "unix socket pair 77 does not have exactly one of each end"),
+        (|e| e[1] = pair_end(6, 1, libc::SOCK_DGRAM, None), "file 6: unix socket pair 77 has ends of two types"),
+        (|e| e[1] = pair_end(6, 2, libc::SOCK_STREAM, None), "file 6: unix socket type 1, end 2 or shutdown 0 invalid"),
+        (|e| e[0] = pair_end(5, 0, libc::SOCK_DGRAM, Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 })), "file 5: 5 queued bytes on a unix socket of type 2"),
+        (|e| e[0] = pair_end(5, 0, libc::SOCK_STREAM, Some(Blob { off: 60 * PAGE_SIZE, len: 5, xxh3: 0 })), "file 5: pages.img: blob"),
     ];
     for (f, needle) in cases {
         expect(|t| *t = with_pair(f), needle);
@@ -165,35 +165,35 @@ fn unix_pairs() {
 fn file_owners() {
     let owned = |pid: i32, signal: i32| {
         let mut t = sample_tree();
-        t.files[4].owner = Some(FileOwner { pid, signal, thread: false }); // file 14: fd 7 of task 2
+        t.files[4].owner = Some(FileOwner { pid, signal, thread: false }); // file 4: fd 7 of task 2
         t
     };
     validate(&owned(2, 34), PAGES_LEN).unwrap();
-    expect(|t| *t = owned(1, 0), "file 14: owner 1 (signal 0) is not a task holding it");
-    expect(|t| *t = owned(9, 0), "file 14: owner 9 (signal 0) is not a task holding it");
-    expect(|t| *t = owned(2, 65), "file 14: owner 2 (signal 65) is not a task holding it");
+    expect(|t| *t = owned(1, 0), "file 4: owner 1 (signal 0) is not a task holding it");
+    expect(|t| *t = owned(9, 0), "file 4: owner 9 (signal 0) is not a task holding it");
+    expect(|t| *t = owned(2, 65), "file 4: owner 2 (signal 65) is not a task holding it");
 }
 
 #[test]
 fn unix_listeners() {
     let listener = |ty: i32, name: &[u8], backlog: i32, sock: Option<SocketFile>| {
         let mut t = sample_tree();
-        t.files.push(file(50, FileKind::UnixListener { ty, name: name.to_vec(), backlog, file: sock }));
-        t.tasks[0].fds.push(fd(12, 50));
+        t.files.push(file(5, FileKind::UnixListener { ty, name: name.to_vec(), backlog, file: sock }));
+        t.tasks[0].fds.push(fd(12, 5));
         t
     };
     let f = Some(SocketFile { mode: 0o660, uid: 0, gid: 0 });
     validate(&listener(libc::SOCK_STREAM, b"/run/app.sock", 5, f), PAGES_LEN).unwrap();
     validate(&listener(libc::SOCK_SEQPACKET, b"\0abstract", 5, None), PAGES_LEN).unwrap();
     let cases = [
-        (listener(libc::SOCK_DGRAM, b"/run/app.sock", 5, f), "file 50: unix listener of type 2, name of 13 bytes or backlog 5 invalid"),
+        (listener(libc::SOCK_DGRAM, b"/run/app.sock", 5, f), "file 5: unix listener of type 2, name of 13 bytes or backlog 5 invalid"),
         (listener(libc::SOCK_STREAM, &[b'/'; 108], 5, f), "name of 108 bytes"),
         (listener(libc::SOCK_STREAM, b"/run/app.sock", -1, f), "backlog -1 invalid"),
-        (listener(libc::SOCK_STREAM, b"\0abstract", 5, f), "file 50: unix listener's file mode does not match its name"),
+        (listener(libc::SOCK_STREAM, b"\0abstract", 5, f), "file 5: unix listener's file mode does not match its name"),
         (listener(libc::SOCK_STREAM, b"/run/app.sock", 5, None), "file mode does not match"),
         (listener(libc::SOCK_STREAM, b"/run/app.sock", 5, Some(SocketFile { mode: 0o10000, uid: 0, gid: 0 })), "file mode does not match"),
         (listener(libc::SOCK_STREAM, b"/run/../etc/x", 5, f), "has a '..' component"),
-        (listener(libc::SOCK_STREAM, b"run/app.sock", 5, f), "file 50: path \"run/app.sock\""),
+        (listener(libc::SOCK_STREAM, b"run/app.sock", 5, f), "file 5: path \"run/app.sock\""),
     ];
     for (t, needle) in cases {
         expect(|x| *x = t, needle);

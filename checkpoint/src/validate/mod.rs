@@ -185,13 +185,15 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
         bail!("first task {} is not the root {}", first.pid, t.root);
     }
 
-    // Shared memory objects, by id.
+    // Shared memory objects, by id. Restore indexes its tables by id, so
+    // the ids are the positions: 0, 1, 2, ...
     let mut shmem = HashMap::new();
-    for s in &t.shmem {
+    for (i, s) in t.shmem.iter().enumerate() {
         let who = format!("shmem {}", s.id);
-        if shmem.insert(s.id, s).is_some() {
-            bail!("{who}: duplicate id");
+        if s.id as usize != i {
+            bail!("{who}: id out of order (listed at {i})");
         }
+        shmem.insert(s.id, s);
         if s.size > USER_END {
             bail!("{who}: size {} too large", s.size);
         }
@@ -218,11 +220,13 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
     let mut files = HashMap::new();
     let mut pipes: HashMap<u64, (u32, bool)> = HashMap::new(); // capacity, data seen
     let mut unix_ends: HashMap<u64, ([u8; 2], i32)> = HashMap::new(); // ends seen, type
-    for f in &t.files {
+    for (i, f) in t.files.iter().enumerate() {
         let who = format!("file {}", f.id);
-        if files.insert(f.id, f).is_some() {
-            bail!("{who}: duplicate id");
+        // As for shmem: restore indexes by id.
+        if f.id as usize != i {
+            bail!("{who}: id out of order (listed at {i})");
         }
+        files.insert(f.id, f);
         // The kernel drops O_CREAT, O_EXCL and O_TRUNC from an open file's
         // flags: an image carrying them is forged.
         let never = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;

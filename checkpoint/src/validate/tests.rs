@@ -148,7 +148,7 @@ pub(crate) fn sample_tree() -> TreeImage {
         vma(
             0x7000_0000_0000,
             0x7000_0000_1000,
-            VmaKind::Shmem { id: 9 },
+            VmaKind::Shmem { id: 0 },
             vec![],
         ),
         vma(0x7fff_f000_0000, 0x7fff_f000_2000, VmaKind::Vvar, vec![]),
@@ -172,21 +172,21 @@ pub(crate) fn sample_tree() -> TreeImage {
                 0,
                 &[1, 5],
                 vmas1,
-                vec![fd(0, 10), fd(1, 11), fd(2, 11), fd(3, 12), fd(4, 13)],
+                vec![fd(0, 0), fd(1, 1), fd(2, 1), fd(3, 2), fd(4, 3)],
             ),
-            task(2, 1, &[2], vmas2, vec![fd(0, 10), fd(7, 14)]),
+            task(2, 1, &[2], vmas2, vec![fd(0, 0), fd(7, 4)]),
             zombie,
         ],
         files: vec![
             file(
-                10,
+                0,
                 FileKind::CharDevice {
                     path: "/dev/null".into(),
                     rdev: 0x103,
                 },
             ),
             file(
-                11,
+                1,
                 FileKind::Pipe {
                     pipe: 77,
                     capacity: 65536,
@@ -198,16 +198,16 @@ pub(crate) fn sample_tree() -> TreeImage {
                 },
             ),
             file(
-                12,
+                2,
                 FileKind::Pipe {
                     pipe: 77,
                     capacity: 65536,
                     data: None,
                 },
             ),
-            file(13, FileKind::Memfd { shmem: 9 }),
+            file(3, FileKind::Memfd { shmem: 0 }),
             file(
-                14,
+                4,
                 FileKind::Regular {
                     path: "/etc/hosts".into(),
                     size: 100,
@@ -216,7 +216,7 @@ pub(crate) fn sample_tree() -> TreeImage {
             ),
         ],
         shmem: vec![ShmemImage {
-            id: 9,
+            id: 0,
             size: 5000,
             kind: ShmemKind::Memfd {
                 name: "jit".into(),
@@ -515,26 +515,26 @@ fn page_runs() {
     );
     expect(
         |t| t.shmem[0].pages[0].npages = 3,
-        "shmem 9: page run 0x0-0x3000 outside 0x0-0x2000",
+        "shmem 0: page run 0x0-0x3000 outside 0x0-0x2000",
     );
     expect(
         |t| t.shmem[0].pages[0].data.off = 16 * PAGE_SIZE,
-        "shmem 9: page run at 0x0: pages.img: blob 0x10000+0x2000 out of bounds",
+        "shmem 0: page run at 0x0: pages.img: blob 0x10000+0x2000 out of bounds",
     );
 }
 
 #[test]
 fn fds_and_files() {
     expect(
-        |t| t.tasks[1].fds.push(fd(7, 10)),
+        |t| t.tasks[1].fds.push(fd(7, 0)),
         "task 2: fd 7 out of range or duplicate",
     );
     expect(
-        |t| t.tasks[1].fds.push(fd(1 << 20, 10)),
+        |t| t.tasks[1].fds.push(fd(1 << 20, 0)),
         "task 2: fd 1048576 out of range",
     );
     expect(
-        |t| t.tasks[1].fds.push(fd(-1, 10)),
+        |t| t.tasks[1].fds.push(fd(-1, 0)),
         "task 2: fd -1 out of range",
     );
     expect(
@@ -542,10 +542,11 @@ fn fds_and_files() {
         "task 2: fd 9 refers to missing file 99",
     );
     expect(
-        |t| t.tasks[2].fds.push(fd(0, 10)),
+        |t| t.tasks[2].fds.push(fd(0, 0)),
         "task 3: zombie with threads, memory or fds",
     );
-    expect(|t| t.files[1].id = 10, "file 10: duplicate id");
+    expect(|t| t.files[1].id = 0, "file 0: id out of order (listed at 1)");
+    expect(|t| t.files[4].id = 9, "file 9: id out of order (listed at 4)");
     expect(
         |t| {
             t.files[4].kind = FileKind::Regular {
@@ -554,7 +555,7 @@ fn fds_and_files() {
                 mode: 0,
             }
         },
-        "file 14: path \"/etc/../..\" has a '..' component",
+        "file 4: path \"/etc/../..\" has a '..' component",
     );
     expect(
         |t| {
@@ -564,16 +565,16 @@ fn fds_and_files() {
                 mode: 0,
             }
         },
-        "file 14: bad size",
+        "file 4: bad size",
     );
     expect(
         |t| t.files[4].kind = FileKind::Directory { path: "".into() },
-        "file 14: path \"\" is not absolute",
+        "file 4: path \"\" is not absolute",
     );
-    expect(|t| t.files[4].flags = 3, "file 14: bad flags");
+    expect(|t| t.files[4].flags = 3, "file 4: bad flags");
     expect(
         |t| t.files[4].pos = -1,
-        "file 14: bad flags 0o0 or position -1",
+        "file 4: bad flags 0o0 or position -1",
     );
     expect(
         |t| {
@@ -583,7 +584,7 @@ fn fds_and_files() {
                 data: None,
             }
         },
-        "file 12: pipe capacity 65535 is not a power of two",
+        "file 2: pipe capacity 65535 is not a power of two",
     );
     expect(
         |t| {
@@ -613,7 +614,7 @@ fn fds_and_files() {
                 data: Some(blob(0, 1)),
             }
         },
-        "file 12: pipe:[77] contents stored twice",
+        "file 2: pipe:[77] contents stored twice",
     );
     expect(
         |t| {
@@ -631,7 +632,7 @@ fn fds_and_files() {
     );
     expect(
         |t| t.files[0].kind = FileKind::Inherited { key: String::new() },
-        "file 10: inherited file without a key",
+        "file 0: inherited file without a key",
     );
     expect(
         |t| {
@@ -639,19 +640,19 @@ fn fds_and_files() {
                 key: "pipe:\0".into(),
             }
         },
-        "file 10: bad name",
+        "file 0: bad name",
     );
     expect(
         |t| t.files[3].kind = FileKind::Memfd { shmem: 1 },
-        "file 13: memfd refers to missing shmem 1",
+        "file 3: memfd refers to missing shmem 1",
     );
     expect(
         |t| t.shmem[0].kind = ShmemKind::Anon,
-        "file 13: memfd refers to shmem 9, which is not a memfd",
+        "file 3: memfd refers to shmem 0, which is not a memfd",
     );
     expect(
         |t| t.shmem.push(t.shmem[0].clone()),
-        "shmem 9: duplicate id",
+        "shmem 0: id out of order (listed at 1)",
     );
     expect(
         |t| {
@@ -660,7 +661,7 @@ fn fds_and_files() {
                 seals: 0,
             }
         },
-        "shmem 9: bad name",
+        "shmem 0: bad name",
     );
 }
 
@@ -727,7 +728,7 @@ fn forged_values() {
     expect(|t| t.tasks[1].pgid = 77, "task 2: process group 77 is led by no task of the image");
     expect(|t| t.tasks[2].sid = 4, "task 3: session 4 is led by no task of the image");
     for flag in [libc::O_CREAT, libc::O_EXCL, libc::O_TRUNC] {
-        expect(|t| t.files[4].flags |= flag, "file 14: bad flags");
+        expect(|t| t.files[4].flags |= flag, "file 4: bad flags");
     }
     expect(
         |t| {
@@ -737,10 +738,10 @@ fn forged_values() {
                 data: blob(0, 1),
             }
         },
-        "file 14: deleted file with set-id mode 0o104755 (refused)",
+        "file 4: deleted file with set-id mode 0o104755 (refused)",
     );
     let sysv = |shmid: i32, mode: u32| ShmemImage {
-        id: 20,
+        id: 1,
         size: 4096,
         kind: ShmemKind::SysV { key: 1, shmid, mode, uid: 0, gid: 0 },
         pages: vec![],
@@ -748,7 +749,7 @@ fn forged_values() {
     let mut t = sample_tree();
     t.shmem.push(sysv(0, 0o600));
     validate(&t, PAGES_LEN).unwrap();
-    expect(|t| t.shmem.push(sysv(-1, 0o600)), "shmem 20: SysV segment id -1");
+    expect(|t| t.shmem.push(sysv(-1, 0o600)), "shmem 1: SysV segment id -1");
     expect(|t| t.shmem.push(sysv(3, 0o4600)), "mode 0o4600");
     expect(
         |t| {
