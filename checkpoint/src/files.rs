@@ -98,9 +98,7 @@ impl FileTable {
             let info = proc::fdinfo(pid, fd).ctx(|| format!("read fdinfo {fd} of task {vpid}"))?;
             // Locks are looked up per fd: reading /proc/locks waits for an
             // RCU grace period (10-15 ms here) every time.
-            if let Some(kind) = &info.lock {
-                return Err(Error::Unsupported { pid: vpid, what: format!("fd {fd} ({link}, with a {kind} file lock)") });
-            }
+            let locks = crate::locks::parse(&info.text).map_err(|what| Error::Unsupported { pid: vpid, what: format!("fd {fd} ({link}, with {what})") })?;
             let st = nix::sys::stat::stat(fdpath.as_str()).ctx(|| format!("stat fd {fd} of task {vpid}"))?;
             let key = (st.st_dev, st.st_ino);
             let mut found = None;
@@ -145,8 +143,11 @@ impl FileTable {
                     id
                 }
             };
+            if !locks.is_empty() && !crate::locks::lockable(&self.files[id as usize].kind) {
+                return Err(Error::Unsupported { pid: vpid, what: format!("fd {fd} ({link}, a file lock on other than a regular file or directory)") });
+            }
             self.users[id as usize].push((vpid, fd));
-            out.push(FdImage { fd, file: id, cloexec: info.flags & libc::O_CLOEXEC != 0 });
+            out.push(FdImage { fd, file: id, cloexec: info.flags & libc::O_CLOEXEC != 0, locks });
         }
         Ok(out)
     }

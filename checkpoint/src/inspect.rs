@@ -273,9 +273,10 @@ pub fn describe(tree: &TreeImage, inv: &Inventory) -> String {
             match files.get(&fd.file) {
                 Some(f) => {
                     let owner = f.owner.map(|w| format!(" owner {} signal {}", w.pid, w.signal)).unwrap_or_default();
+                    let locks: String = fd.locks.iter().map(|l| format!(" lock {}", crate::locks::describe(l))).collect();
                     let _ = writeln!(
                         o,
-                        "    {:>4} -> {} {} flags {:#o} pos {}{cloexec}{owner}",
+                        "    {:>4} -> {} {} flags {:#o} pos {}{cloexec}{owner}{locks}",
                         fd.fd,
                         file_target(f),
                         access(f.flags),
@@ -435,6 +436,7 @@ mod tests {
                 fd: 9,
                 file: 999,
                 cloexec: false,
+                locks: vec![],
             }],
         ));
         let r = describe(&t, &inv());

@@ -272,6 +272,31 @@ pub struct FdImage {
     pub fd: i32,
     pub file: u32,
     pub cloexec: bool,
+    /// File locks held through this fd (`crate::locks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<FileLock>,
+}
+
+/// A file lock, as `/proc/PID/fdinfo` lists it for the fd it was taken
+/// through: POSIX record locks belong to the process, OFD record locks and
+/// `flock` locks to the open file description.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct FileLock {
+    pub kind: LockKind,
+    /// A write (exclusive) lock; otherwise a read (shared) one.
+    pub write: bool,
+    /// First byte locked.
+    pub start: u64,
+    /// Last byte locked; `None`: up to any end of the file. `flock` locks
+    /// cover the whole file (start 0, no end).
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum LockKind {
+    Posix,
+    Ofd,
+    Flock,
 }
 
 /// One open file description (shared by every fd that refers to it).

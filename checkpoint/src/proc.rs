@@ -267,9 +267,8 @@ pub struct FdInfo {
     pub flags: i32,
     pub mnt_id: i32,
     pub ino: u64,
-    /// The kind of the first file lock listed (FLOCK, POSIX, OFDLCK, LEASE).
-    pub lock: Option<String>,
-    /// The whole text, for the fields of special files (`crate::events`).
+    /// The whole text, for the fields of special files (`crate::events`)
+    /// and file locks (`crate::locks`).
     pub text: String,
 }
 
@@ -285,8 +284,6 @@ pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
             "flags" => i.flags = i32::from_str_radix(v, 8).map_err(|_| bad("flags", &path))?,
             "mnt_id" => i.mnt_id = v.parse().unwrap_or(0),
             "ino" => i.ino = v.parse().unwrap_or(0),
-            // "lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
-            "lock" if i.lock.is_none() => i.lock = Some(v.split_whitespace().nth(1).unwrap_or("?").to_string()),
             _ => {}
         }
     }

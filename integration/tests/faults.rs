@@ -858,6 +858,40 @@ fn sigkill_restore_at_every_point() {
     with_run(find_prog("pipe_data"), "sigkill-restore", sigkill_restore_points);
 }
 
+/// file_locks dumped with --leave-running: while the original still holds
+/// its locks, restoring the image fails, naming a lock, and starts nothing;
+/// once the original has ended, the restore takes them all again.
+fn lock_held_elsewhere(run: &mut Run) -> Result<(), String> {
+    let pid = run.start()?;
+    run.dump(pid, true)?;
+    let image = digest(&run.img)?;
+    let before = live_descendants();
+    let args = run.restore_args();
+    let o = run.stasis_outcome("restore-locked", &strs(&args), &[])?;
+    if let Ok(pid) = o.stdout.trim().parse::<i32>() {
+        run.pids.push(pid);
+    }
+    expect_failure(&o, "lock on fd")?;
+    expect_failure(&o, "again (is it held elsewhere?): Resource temporarily unavailable")?;
+    expect_no_new_processes(run, &before, Duration::from_secs(3)).map_err(|e| format!("after the failed restore: {e}"))?;
+    if digest(&run.img)? != image {
+        return Err("the failed restore changed the image".into());
+    }
+    run.expect_pass(pid, "original")?;
+    run.reap(pid, "original")?;
+    run.wait_unshare()?;
+    fs::remove_file(run.state.join("result")).map_err(|e| e.to_string())?;
+    let rpid = run.restore()?;
+    run.expect_pass(rpid, "restored root")?;
+    run.reap(rpid, "restored root")
+}
+
+#[test]
+fn a_restore_refuses_a_lock_held_elsewhere() {
+    let _g = serial();
+    with_run(find_prog("file_locks"), "locked", lock_held_elsewhere);
+}
+
 #[test]
 fn dump_refuses_existing_files_and_links() {
     let _g = serial();

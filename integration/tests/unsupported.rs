@@ -1,7 +1,7 @@
 //! State the engine cannot save: the dump fails with a message naming the
 //! task, the fd and the kind, and the tree runs on exactly as before
 //! (not traced, not stopped, its connection and listener still working,
-//! its file lock still held).
+//! its lease or lock still held).
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -100,47 +100,41 @@ fn a_tcp_connection_is_refused_and_the_tree_runs_on() {
     child.wait().ok();
 }
 
-/// Whether a lock of `kind` on `path` is refused to us (someone holds it).
-fn lock_is_held(path: &Path, kind: &str) -> bool {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open the locked file");
-    // SAFETY: flock(2)/fcntl(2) on an fd we own; `fl` is a zeroed (valid)
-    // struct flock that lives through the call.
-    let r = unsafe {
-        match kind {
-            "flock" => libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
-            _ => {
-                let mut fl: libc::flock = std::mem::zeroed();
-                fl.l_type = libc::F_WRLCK as i16;
-                fl.l_whence = libc::SEEK_SET as i16;
-                let cmd = if kind == "posix" { libc::F_SETLK } else { libc::F_OFD_SETLK };
-                libc::fcntl(f.as_raw_fd(), cmd, &mut fl)
-            }
-        }
-    };
-    r < 0
+/// Whether /proc/locks lists a `kind` lock (LEASE, FLOCK) held by `pid`.
+fn lock_listed(pid: u32, kind: &str) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
+    locks.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.get(1) == Some(&kind) && w.get(4) == Some(&pid.to_string().as_str())
+    })
 }
 
+/// Locks are saved (zdtm file_locks) except leases and locks on anything
+/// but regular files and directories: those are refused, and stay held.
 #[test]
-fn file_locks_are_refused_and_stay_held() {
+fn leases_and_locked_fifos_are_refused_and_stay_held() {
     let tmp = TempDir::new("stasis-unsupported-lock");
     let bin = build(tmp.path(), "file_lock");
-    for (kind, shown) in [("flock", "FLOCK"), ("posix", "POSIX"), ("ofd", "OFDLCK")] {
+    for (kind, shown, listed) in [
+        ("lease", "/locked, with a LEASE file lock)", "LEASE"),
+        ("fifo", "/fifo, a file lock on other than a regular file or directory)", "FLOCK"),
+    ] {
         let dir = tmp.path().join(kind);
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = start(&bin, &[dir.as_os_str(), kind.as_ref()]);
         let pid = child.id();
         let (n0, _) = wait_beyond(&dir, 0);
+        assert!(lock_listed(pid, listed), "{kind}: no {listed} lock of {pid} in /proc/locks");
         let err = refused_dump(pid, &dir.join("img"));
         assert!(
-            err.contains(&format!("task {pid}: fd 3 (")) && err.contains(&format!("with a {shown} file lock")),
+            err.contains(&format!("task {pid}: fd 3 (")) && err.contains(shown),
             "{kind}: message must name the task, fd and lock: {err}"
         );
         assert_eq!(status_field(pid, "TracerPid:"), "0");
         assert!(!status_field(pid, "State:").starts_with('T'));
         let (n1, _) = wait_beyond(&dir, n0 + 5);
         assert!(n1 > n0);
-        assert!(lock_is_held(&dir.join("locked"), kind), "{kind}: the lock is no longer held");
+        assert!(lock_listed(pid, listed), "{kind}: the lock is no longer held");
         child.kill().ok();
         child.wait().ok();
     }

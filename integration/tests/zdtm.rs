@@ -109,6 +109,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("async_owner", Mode::LeaveRunning),
     ("unix_listener", Mode::Kill),
     ("unix_listener", Mode::LeaveRunning),
+    ("file_locks", Mode::Kill),
+    ("file_locks", Mode::LeaveRunning),
 ];
 
 
@@ -315,6 +317,7 @@ zdtm_tests!(
     unix_pairs,
     async_owner,
     unix_listener,
+    file_locks,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -201,7 +201,7 @@ impl Morph<'_> {
         }
 
         // 6. In one batch: mm fields (brk, arg/env, auxv, exe), helper fds
-        //    closed, the dumped signals and itimers, the leader's
+        //    closed, file locks, the dumped signals and itimers, the leader's
         //    per-thread state and, when it is alone, its credentials.
         let single = t.threads.len() == 1;
         let mut b = Batch::new(&mut r, area);
@@ -227,6 +227,8 @@ impl Morph<'_> {
             b.call(libc::SYS_close, &[fd], "close helper fd").map_err(e("close"))?;
         }
         b.call(libc::SYS_close_range, &[self.base as u64, u32::MAX as u64, 0], "close staging fds").map_err(e("close"))?;
+        // Only now: those closes would have dropped POSIX locks.
+        crate::locks::take(&mut b, t).map_err(e("file locks"))?;
         for si in &t.shared_pending {
             let a = b.put(si).map_err(e("write siginfo"))?;
             b.call(libc::SYS_rt_sigqueueinfo, &[vpid as u64, si_signo(si), a], "queue signal").map_err(e("signal"))?;

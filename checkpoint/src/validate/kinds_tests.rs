@@ -199,3 +199,29 @@ fn unix_listeners() {
         expect(|x| *x = t, needle);
     }
 }
+
+#[test]
+fn file_locks() {
+    let lock = |kind: LockKind, write: bool, start: u64, end: Option<u64>| FileLock { kind, write, start, end };
+    // Task 2's fd 7 is file 4, /etc/hosts; task 1's fd 3 is a pipe.
+    let with = |fd: usize, task: usize, l: FileLock| {
+        let mut t = sample_tree();
+        t.tasks[task].fds[fd].locks.push(l);
+        t
+    };
+    validate(&with(1, 1, lock(LockKind::Posix, true, 0, Some(99))), PAGES_LEN).unwrap();
+    validate(&with(1, 1, lock(LockKind::Ofd, false, 10, None)), PAGES_LEN).unwrap();
+    validate(&with(1, 1, lock(LockKind::Flock, true, 0, None)), PAGES_LEN).unwrap();
+    let cases = [
+        (with(1, 1, lock(LockKind::Flock, true, 5, None)), "task 2: fd 7: FLOCK WRITE 5-EOF lock"),
+        (with(1, 1, lock(LockKind::Posix, true, 5, Some(4))), "fd 7: POSIX WRITE 5-4 lock"),
+        (with(1, 1, lock(LockKind::Ofd, false, 1 << 63, None)), "invalid or on a file that cannot be locked"),
+        (with(3, 0, lock(LockKind::Posix, true, 0, None)), "task 1: fd 3: POSIX WRITE 0-EOF lock"),
+    ];
+    for (t, needle) in cases {
+        expect(|x| *x = t, needle);
+    }
+    let mut many = sample_tree();
+    many.tasks[1].fds[1].locks = (0..=MAX_LOCKS as u64).map(|i| lock(LockKind::Posix, true, 2 * i, Some(2 * i))).collect();
+    expect(|x| *x = many, "task 2: over 65536 file locks");
+}

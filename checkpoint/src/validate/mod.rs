@@ -20,6 +20,9 @@ pub const MAX_VMAS: usize = 65536;
 pub const MAX_FDS: usize = 1 << 20;
 pub const MAX_FILES: usize = 1 << 20;
 pub const MAX_SHMEM: usize = 1 << 20;
+/// File locks of one task (the kernel has no limit; a process with more
+/// is unusual, and each is one injected call at restore).
+pub const MAX_LOCKS: usize = 1 << 16;
 pub const PID_MAX: i32 = 4_194_304;
 /// Highest user-space address on x86-64 (4-level paging); the vsyscall
 /// page above it is never dumped.
@@ -543,12 +546,20 @@ fn check_task(
         bail!("{who}: {} fds (limit {MAX_FDS})", task.fds.len());
     }
     let mut seen = HashSet::new();
+    let mut locks = 0;
     for fd in &task.fds {
         if !(0..MAX_FDS as i32).contains(&fd.fd) || !seen.insert(fd.fd) {
             bail!("{who}: fd {} out of range or duplicate", fd.fd);
         }
-        if !files.contains_key(&fd.file) {
+        let Some(f) = files.get(&fd.file) else {
             bail!("{who}: fd {} refers to missing file {}", fd.fd, fd.file);
+        };
+        locks += fd.locks.len();
+        if locks > MAX_LOCKS {
+            bail!("{who}: over {MAX_LOCKS} file locks");
+        }
+        if let Some(l) = fd.locks.iter().find(|l| !crate::locks::valid(l) || !crate::locks::lockable(&f.kind)) {
+            bail!("{who}: fd {}: {} lock {l:?} invalid or on a file that cannot be locked", fd.fd, crate::locks::describe(l));
         }
     }
     let c = &task.creds;

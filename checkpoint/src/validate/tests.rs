@@ -115,6 +115,7 @@ pub(super) fn fd(fd: i32, file: u32) -> FdImage {
         fd,
         file,
         cloexec: fd > 2,
+        locks: vec![],
     }
 }
 

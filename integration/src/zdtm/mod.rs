@@ -81,6 +81,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("unix_pairs", true, &[], &["data", "shut", "child"]),
     prog("async_owner", true, &[], &["owner", "sig"]),
     prog("unix_listener", true, &[], &["file", "mode"]),
+    prog("file_locks", true, &[], &["posix", "flock", "ofd", "child"]),
 ];
 
 
