@@ -358,6 +358,7 @@ fn dump_task(
         fs: Default::default(),
         rlimits: Vec::new(),
         itimers: Default::default(),
+        posix_timers: Vec::new(),
         personality: 0,
         pdeath_signal: 0,
         child_subreaper: false,
@@ -414,6 +415,7 @@ fn dump_task(
     }
     t.sigactions = inj.sigactions;
     t.itimers = inj.itimers;
+    t.posix_timers = inj.posix_timers;
     t.pdeath_signal = inj.pdeath_signal;
     t.child_subreaper = inj.child_subreaper;
     t.dumpable = inj.dumpable;

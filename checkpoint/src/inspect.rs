@@ -267,6 +267,18 @@ pub fn describe(tree: &TreeImage, inv: &Inventory) -> String {
                 let _ = writeln!(o, "  exe: {}", mm.exe);
             }
         }
+        for p in &t.posix_timers {
+            let how = match p.notify {
+                crate::timers::SIGEV_NONE => "no signal".to_string(),
+                crate::timers::SIGEV_THREAD_ID => format!("signal {} to thread {}", p.signal, p.tid),
+                _ => format!("signal {}", p.signal),
+            };
+            let _ = writeln!(
+                o,
+                "  POSIX timer {}: clock {}, {how}, next in {} ns, period {} ns",
+                p.id, p.clock, p.value_ns, p.interval_ns
+            );
+        }
         let _ = writeln!(o, "  fds ({}):", t.fds.len());
         for fd in &t.fds {
             let cloexec = if fd.cloexec { " cloexec" } else { "" };

@@ -28,6 +28,7 @@ mod shmem;
 mod sockets;
 pub mod sys;
 mod task;
+mod timers;
 mod unix;
 pub mod validate;
 

@@ -74,6 +74,9 @@ pub struct TaskImage {
     pub fs: FsInfo,
     pub rlimits: Vec<Rlimit>,
     pub itimers: [Itimer; 3],
+    /// POSIX timers (`timer_create`), by id (`crate::timers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub posix_timers: Vec<PosixTimer>,
     pub personality: u64,
     pub pdeath_signal: i32,
     pub child_subreaper: bool,
@@ -132,6 +135,24 @@ pub struct SigAction {
 pub struct Itimer {
     pub interval_us: u64,
     pub value_us: u64,
+}
+
+/// One POSIX timer of a process.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PosixTimer {
+    /// The id `timer_create` gave it (the application holds it).
+    pub id: i32,
+    pub clock: i32,
+    /// `SIGEV_SIGNAL`, `SIGEV_NONE` or `SIGEV_THREAD_ID`.
+    pub notify: i32,
+    pub signal: i32,
+    /// `sigev_value`, handed to the application with each signal.
+    pub value: u64,
+    /// The thread a `SIGEV_THREAD_ID` timer signals (tid in the tree).
+    pub tid: i32,
+    /// Time to the next expiry (0: disarmed) and period.
+    pub value_ns: u64,
+    pub interval_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 use std::fs;
 
 use crate::error::{Context, Error, Result};
-use crate::model::{Creds, FsInfo, Itimer, Rlimit, Rseq, SigAction, SigAltStack, ThreadImage};
+use crate::model::{Creds, FsInfo, Itimer, PosixTimer, Rlimit, Rseq, SigAction, SigAltStack, ThreadImage};
 use crate::proc::Status;
 use crate::sys::inject::{Batch, Remote, BATCH_SCRATCH_LEN};
 use crate::sys::ptrace;
@@ -91,6 +91,7 @@ pub struct Injected {
     pub sigactions: Vec<SigAction>,
     pub brk: u64,
     pub itimers: [Itimer; 3],
+    pub posix_timers: Vec<PosixTimer>,
     pub pdeath_signal: i32,
     pub child_subreaper: bool,
     pub dumpable: i32,
@@ -103,6 +104,8 @@ pub struct Injected {
 pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadImage]) -> Result<Injected> {
     let vpid = threads[0].tid;
     let io = |e: std::io::Error, what: &str| Error::Io { context: format!("task {vpid}: {what}"), cause: e };
+    let listed = fs::read_to_string(format!("/proc/{}/timers", rs[0].tid)).map_err(|e| io(e, "read POSIX timers"))?;
+    let ptimers = crate::timers::parse(&listed).map_err(|what| Error::Unsupported { pid: vpid, what })?;
     let scratch = rs[0].map_batch_scratch(0).map_err(|e| io(e, "map scratch memory"))?;
     let result = (|| -> std::io::Result<Injected> {
         let mut b = Batch::new(&mut rs[0], scratch);
@@ -121,6 +124,12 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
         for (which, out) in timers.iter_mut().enumerate() {
             *out = b.output(32)?;
             b.call(libc::SYS_getitimer, &[which as u64, *out], "read itimer")?;
+        }
+        let mut ptimer_outs = Vec::with_capacity(ptimers.len());
+        for t in &ptimers {
+            let out = b.output(32)?;
+            b.call(libc::SYS_timer_gettime, &[t.id as u64, out], format!("read POSIX timer {}", t.id))?;
+            ptimer_outs.push(out);
         }
         let pdeath = b.output(4)?;
         b.call(libc::SYS_prctl, &[libc::PR_GET_PDEATHSIG as u64, pdeath], "read parent-death signal")?;
@@ -155,6 +164,27 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
                 it.value_us = it.interval_us;
             }
         }
+        let mut posix_timers = Vec::with_capacity(ptimers.len());
+        for (p, out) in ptimers.iter().zip(ptimer_outs) {
+            let mut v = [0u8; 32];
+            leader.read_mem(out, &mut v)?;
+            let (mut value_ns, interval_ns) = crate::timers::from_itimerspec(&v);
+            // Expired, its signal still queued: re-armed on delivery (see
+            // the itimers above).
+            if value_ns == 0 && interval_ns != 0 {
+                value_ns = interval_ns;
+            }
+            let tid = match p.notify {
+                crate::timers::SIGEV_THREAD_ID => {
+                    let i = rs.iter().position(|r| r.tid == p.target).ok_or_else(|| {
+                        std::io::Error::other(format!("POSIX timer {} signals thread {}, not one of the process", p.id, p.target))
+                    })?;
+                    threads[i].tid
+                }
+                _ => 0,
+            };
+            posix_timers.push(PosixTimer { id: p.id, clock: p.clock, notify: p.notify, signal: p.signal, value: p.value, tid, value_ns, interval_ns });
+        }
         let int_at = |at: u64| -> std::io::Result<i32> {
             let mut v = [0u8; 4];
             leader.read_mem(at, &mut v)?;
@@ -164,6 +194,7 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
             sigactions,
             brk: res[brk] as u64,
             itimers,
+            posix_timers,
             pdeath_signal: int_at(pdeath)?,
             child_subreaper: int_at(subreaper)? != 0,
             dumpable: res[dumpable] as i32,

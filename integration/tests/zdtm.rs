@@ -111,6 +111,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("unix_listener", Mode::LeaveRunning),
     ("file_locks", Mode::Kill),
     ("file_locks", Mode::LeaveRunning),
+    ("posix_timers", Mode::Kill),
+    ("posix_timers", Mode::LeaveRunning),
 ];
 
 
@@ -318,6 +320,7 @@ zdtm_tests!(
     async_owner,
     unix_listener,
     file_locks,
+    posix_timers,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

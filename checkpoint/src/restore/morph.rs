@@ -202,7 +202,8 @@ impl Morph<'_> {
 
         // 6. In one batch: mm fields (brk, arg/env, auxv, exe), helper fds
         //    closed, file locks, the dumped signals and itimers, the leader's
-        //    per-thread state and, when it is alone, its credentials.
+        //    per-thread state and, when it is alone, its POSIX timers and
+        //    credentials.
         let single = t.threads.len() == 1;
         let mut b = Batch::new(&mut r, area);
         let auxv: Vec<u8> = mm.auxv.iter().take(2 * 52).flat_map(|w| w.to_le_bytes()).collect();
@@ -243,6 +244,7 @@ impl Morph<'_> {
         }
         thread_state(&mut b, vpid, &t.threads[0]).map_err(e("thread state"))?;
         if single {
+            crate::timers::restore(&mut b, &t.posix_timers).map_err(e("POSIX timers"))?;
             last_steps(&mut b, t, &t.threads[0]).map_err(e("credentials"))?;
             set_dumpable(&mut b, t).map_err(e("dumpable"))?;
         }
@@ -250,7 +252,8 @@ impl Morph<'_> {
 
         // 7. Other threads, created with their tids (before any seccomp
         //    filter: a new thread inherits its creator's), then for every
-        //    thread its state, filters and credentials.
+        //    thread its state, filters and credentials (the leader first
+        //    creates the POSIX timers, which may signal any thread).
         ptrace::set_options(pid, ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_SUSPEND_SECCOMP)
             .ctx(|| "set ptrace options".into())?;
         let mut remotes = vec![];
@@ -267,6 +270,9 @@ impl Morph<'_> {
                 let mut b = Batch::new(rm, area);
                 if k > 0 {
                     thread_state(&mut b, vpid, th).map_err(e("thread state"))?;
+                } else {
+                    // Now that every thread a timer may signal exists.
+                    crate::timers::restore(&mut b, &t.posix_timers).map_err(e("POSIX timers"))?;
                 }
                 last_steps(&mut b, t, th).map_err(e("credentials"))?;
                 b.finish().map_err(|x| err(vpid, &format!("thread {}", th.tid), x))?;

@@ -225,3 +225,31 @@ fn file_locks() {
     many.tasks[1].fds[1].locks = (0..=MAX_LOCKS as u64).map(|i| lock(LockKind::Posix, true, 2 * i, Some(2 * i))).collect();
     expect(|x| *x = many, "task 2: over 65536 file locks");
 }
+
+#[test]
+fn posix_timers() {
+    use crate::timers::{SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD_ID};
+    // Task 1 has threads 1 and 5.
+    let timer = |id: i32, notify: i32, signal: i32, tid: i32| PosixTimer { id, clock: 1, notify, signal, value: 7, tid, value_ns: 5, interval_ns: 0 };
+    let with = |timers: Vec<PosixTimer>| {
+        let mut t = sample_tree();
+        t.tasks[0].posix_timers = timers;
+        t
+    };
+    validate(&with(vec![timer(0, SIGEV_SIGNAL, 14, 0), timer(42, SIGEV_THREAD_ID, 34, 5), timer(3, SIGEV_NONE, 0, 0)]), PAGES_LEN).unwrap();
+    let cases = [
+        (with(vec![timer(0, SIGEV_SIGNAL, 14, 0), timer(0, SIGEV_NONE, 0, 0)]), "task 1: POSIX timer 0 (clock 1, notify 1, signal 0, thread 0) invalid or repeated"),
+        (with(vec![timer(-1, SIGEV_SIGNAL, 14, 0)]), "POSIX timer -1"),
+        (with(vec![timer(1, SIGEV_THREAD_ID, 34, 9)]), "POSIX timer 1 (clock 1, notify 4, signal 34, thread 9) invalid"),
+        (with(vec![timer(1, SIGEV_SIGNAL, 0, 0)]), "signal 0, thread 0) invalid"),
+        (with(vec![timer(1, SIGEV_SIGNAL, 65, 0)]), "signal 65"),
+        (with(vec![timer(1, 2, 14, 0)]), "notify 2"),
+        (with(vec![PosixTimer { clock: -6, ..timer(1, SIGEV_SIGNAL, 14, 0) }]), "clock -6"),
+    ];
+    for (t, needle) in cases {
+        expect(|x| *x = t, needle);
+    }
+    let mut zombie = sample_tree();
+    zombie.tasks[2].posix_timers = vec![timer(0, SIGEV_SIGNAL, 14, 0)];
+    expect(|x| *x = zombie, "task 3: zombie with threads, memory, fds or timers");
+}

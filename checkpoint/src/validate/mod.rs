@@ -23,6 +23,8 @@ pub const MAX_SHMEM: usize = 1 << 20;
 /// File locks of one task (the kernel has no limit; a process with more
 /// is unusual, and each is one injected call at restore).
 pub const MAX_LOCKS: usize = 1 << 16;
+/// POSIX timers of one process (each is three injected calls at restore).
+pub const MAX_POSIX_TIMERS: usize = 1 << 16;
 pub const PID_MAX: i32 = 4_194_304;
 /// Highest user-space address on x86-64 (4-level paging); the vsyscall
 /// page above it is never dumped.
@@ -488,6 +490,29 @@ fn valid_exit_status(status: i32) -> bool {
     status & !0xff == 0 && sig <= NSIG as i32 && !STOP_SIGNALS.contains(&sig) && !harmless.contains(&sig)
 }
 
+fn check_posix_timers(who: &str, task: &TaskImage) -> Result<(), ImageError> {
+    use crate::timers::{CLOCKS, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD_ID};
+    if task.posix_timers.len() > MAX_POSIX_TIMERS {
+        bail!("{who}: {} POSIX timers (limit {MAX_POSIX_TIMERS})", task.posix_timers.len());
+    }
+    let mut ids = HashSet::new();
+    for t in &task.posix_timers {
+        let signal_ok = match t.notify {
+            SIGEV_SIGNAL => (1..=NSIG as i32).contains(&t.signal) && t.tid == 0,
+            SIGEV_NONE => (0..=NSIG as i32).contains(&t.signal) && t.tid == 0,
+            SIGEV_THREAD_ID => (1..=NSIG as i32).contains(&t.signal) && task.threads.iter().any(|th| th.tid == t.tid),
+            _ => false,
+        };
+        if t.id < 0 || !ids.insert(t.id) || !CLOCKS.contains(&t.clock) || !signal_ok {
+            bail!(
+                "{who}: POSIX timer {} (clock {}, notify {}, signal {}, thread {}) invalid or repeated",
+                t.id, t.clock, t.notify, t.signal, t.tid
+            );
+        }
+    }
+    Ok(())
+}
+
 fn check_task(
     task: &TaskImage,
     who: &str,
@@ -501,8 +526,8 @@ fn check_task(
             if !valid_exit_status(status) {
                 bail!("{who}: zombie with impossible exit status {status:#x}");
             }
-            if !task.threads.is_empty() || task.mm.is_some() || !task.fds.is_empty() {
-                bail!("{who}: zombie with threads, memory or fds");
+            if !task.threads.is_empty() || task.mm.is_some() || !task.fds.is_empty() || !task.posix_timers.is_empty() {
+                bail!("{who}: zombie with threads, memory, fds or timers");
             }
             if task.sigactions.len() != NSIG && !task.sigactions.is_empty() {
                 bail!(
@@ -562,6 +587,7 @@ fn check_task(
             bail!("{who}: fd {}: {} lock {l:?} invalid or on a file that cannot be locked", fd.fd, crate::locks::describe(l));
         }
     }
+    check_posix_timers(who, task)?;
     let c = &task.creds;
     if c.groups.len() > MAX_GROUPS {
         bail!("{who}: {} supplementary groups", c.groups.len());

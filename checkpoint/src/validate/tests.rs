@@ -101,6 +101,7 @@ pub(crate) fn task(
             max: 4096,
         }],
         itimers: [Itimer::default(); 3],
+        posix_timers: vec![],
         personality: 0,
         pdeath_signal: 0,
         child_subreaper: false,
@@ -544,7 +545,7 @@ fn fds_and_files() {
     );
     expect(
         |t| t.tasks[2].fds.push(fd(0, 0)),
-        "task 3: zombie with threads, memory or fds",
+        "task 3: zombie with threads, memory, fds or timers",
     );
     expect(|t| t.files[1].id = 0, "file 0: id out of order (listed at 1)");
     expect(|t| t.files[4].id = 9, "file 9: id out of order (listed at 4)");

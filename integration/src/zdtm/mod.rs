@@ -82,6 +82,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("async_owner", true, &[], &["owner", "sig"]),
     prog("unix_listener", true, &[], &["file", "mode"]),
     prog("file_locks", true, &[], &["posix", "flock", "ofd", "child"]),
+    prog("posix_timers", true, &[], &["delete", "period", "thread"]),
 ];
 
 
