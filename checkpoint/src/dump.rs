@@ -363,6 +363,8 @@ fn dump_task(
         pdeath_signal: 0,
         child_subreaper: false,
         dumpable: 1,
+        thp_disable: false,
+        membarrier: 0,
         no_new_privs: s.no_new_privs,
         oom_score_adj: 0,
     };
@@ -397,6 +399,7 @@ fn dump_task(
             2 => th.seccomp = sys::ptrace::get_seccomp_filters(tid).ctx(|| format!("read seccomp filters of thread {tid}"))?,
             _ => return Err(Error::Unsupported { pid: vpid, what: format!("strict seccomp mode on thread {}", th.tid) }),
         }
+        th.sched = crate::sched::dump(tid)?;
         t.threads.push(th);
     }
     t.shared_pending = sys::ptrace::peek_siginfo(pid, true).ctx(|| format!("read shared pending signals of {vpid}"))?;
@@ -419,6 +422,8 @@ fn dump_task(
     t.pdeath_signal = inj.pdeath_signal;
     t.child_subreaper = inj.child_subreaper;
     t.dumpable = inj.dumpable;
+    t.thp_disable = inj.thp_disable;
+    t.membarrier = inj.membarrier;
     t.creds = task::creds_of(s, inj.securebits);
     t.rlimits = task::rlimits(pid)?;
     t.fs = task::fs_info(pid, s.umask)?;

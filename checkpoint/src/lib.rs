@@ -23,6 +23,7 @@ pub mod model;
 mod precopy;
 pub mod proc;
 pub mod restore;
+mod sched;
 mod seize;
 mod shmem;
 mod sockets;

@@ -81,6 +81,13 @@ pub struct TaskImage {
     pub pdeath_signal: i32,
     pub child_subreaper: bool,
     pub dumpable: i32,
+    /// `PR_SET_THP_DISABLE`.
+    #[serde(default)]
+    pub thp_disable: bool,
+    /// `membarrier` commands the process registered for (bits of
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED*`, see `crate::task`).
+    #[serde(default)]
+    pub membarrier: u32,
     pub no_new_privs: bool,
     pub oom_score_adj: i32,
 }
@@ -104,6 +111,28 @@ pub struct ThreadImage {
     /// Seccomp filter programs (raw `struct sock_filter` arrays), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seccomp: Vec<Vec<u8>>,
+    /// Scheduling policy, nice value and timer slack (`crate::sched`).
+    #[serde(default)]
+    pub sched: Sched,
+}
+
+/// A thread's `struct sched_attr` fields and timer slack.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sched {
+    /// `SCHED_OTHER`, `SCHED_FIFO`, `SCHED_RR`, `SCHED_BATCH`, `SCHED_IDLE`
+    /// or `SCHED_DEADLINE`.
+    pub policy: u32,
+    /// `SCHED_FLAG_RESET_ON_FORK` and the other `sched_attr` flags kept.
+    pub flags: u64,
+    pub nice: i32,
+    /// Real-time priority (1-99 for FIFO and RR, else 0).
+    pub priority: u32,
+    /// `SCHED_DEADLINE` parameters, in nanoseconds.
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    /// `/proc/TID/timerslack_ns`; 0 for the default.
+    pub timerslack_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

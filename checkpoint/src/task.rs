@@ -83,6 +83,7 @@ pub fn dump_thread_regs(pid: i32, tid: i32, vtid: i32) -> Result<ThreadImage> {
         robust_list_len,
         comm,
         seccomp: Vec::new(),
+        sched: Default::default(),
     })
 }
 
@@ -96,7 +97,17 @@ pub struct Injected {
     pub child_subreaper: bool,
     pub dumpable: i32,
     pub securebits: u32,
+    pub thp_disable: bool,
+    pub membarrier: u32,
 }
+
+/// `membarrier` commands whose registration is saved: PRIVATE_EXPEDITED,
+/// its SYNC_CORE and RSEQ variants. Each fails with EPERM in a process
+/// that has not registered for it; registering is the command shifted
+/// left by one.
+pub const MEMBARRIER_CMDS: [u32; 3] = [8, 32, 128];
+const PR_GET_THP_DISABLE: u64 = 42;
+pub const PR_SET_THP_DISABLE: u64 = 41;
 
 /// Runs the injected queries on the leader (`rs[0]`) and per-thread ones on
 /// every thread, filling `threads`: one batch for the leader, one for each
@@ -137,6 +148,11 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
         b.call(libc::SYS_prctl, &[libc::PR_GET_CHILD_SUBREAPER as u64, subreaper], "read child subreaper")?;
         let dumpable = b.call(libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64], "read dumpable")?;
         let securebits = b.call(libc::SYS_prctl, &[libc::PR_GET_SECUREBITS as u64], "read securebits")?;
+        let thp = b.call(libc::SYS_prctl, &[PR_GET_THP_DISABLE], "read THP disable")?;
+        let mut barriers = Vec::new();
+        for cmd in MEMBARRIER_CMDS {
+            barriers.push((cmd, b.call_tolerant(libc::SYS_membarrier, &[cmd as u64, 0, 0])?));
+        }
         let leader_outs = thread_queries(&mut b)?;
         let res = b.finish()?;
 
@@ -199,6 +215,8 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
             child_subreaper: int_at(subreaper)? != 0,
             dumpable: res[dumpable] as i32,
             securebits: res[securebits] as u32,
+            thp_disable: res[thp] == 1,
+            membarrier: barriers.iter().filter(|(_, at)| res[*at] == 0).fold(0, |m, (cmd, _)| m | cmd),
         };
         read_thread(leader, leader_outs, &mut threads[0])?;
         for (r, t) in rs.iter_mut().zip(threads.iter_mut()).skip(1) {

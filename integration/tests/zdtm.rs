@@ -113,6 +113,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("file_locks", Mode::LeaveRunning),
     ("posix_timers", Mode::Kill),
     ("posix_timers", Mode::LeaveRunning),
+    ("sched_attrs", Mode::Kill),
+    ("sched_attrs", Mode::LeaveRunning),
 ];
 
 
@@ -321,6 +323,7 @@ zdtm_tests!(
     unix_listener,
     file_locks,
     posix_timers,
+    sched_attrs,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -201,7 +201,8 @@ impl Morph<'_> {
         }
 
         // 6. In one batch: mm fields (brk, arg/env, auxv, exe), helper fds
-        //    closed, file locks, the dumped signals and itimers, the leader's
+        //    closed, file locks, the dumped signals and itimers, THP and
+        //    membarrier registrations, the leader's
         //    per-thread state and, when it is alone, its POSIX timers and
         //    credentials.
         let single = t.threads.len() == 1;
@@ -241,6 +242,13 @@ impl Morph<'_> {
             let v = [it.interval_us / 1_000_000, it.interval_us % 1_000_000, it.value_us / 1_000_000, it.value_us % 1_000_000];
             let a = b.put(&v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()).map_err(e("write itimer"))?;
             b.call(libc::SYS_setitimer, &[which as u64, a, 0], "set itimer").map_err(e("itimer"))?;
+        }
+        if t.thp_disable {
+            b.call(libc::SYS_prctl, &[crate::task::PR_SET_THP_DISABLE, 1, 0, 0, 0], "disable THP").map_err(e("prctl"))?;
+        }
+        for cmd in crate::task::MEMBARRIER_CMDS.iter().filter(|&&c| t.membarrier & c != 0) {
+            b.call(libc::SYS_membarrier, &[(cmd << 1) as u64, 0, 0], format!("register for membarrier command {cmd}"))
+                .map_err(e("membarrier"))?;
         }
         thread_state(&mut b, vpid, &t.threads[0]).map_err(e("thread state"))?;
         if single {
@@ -283,7 +291,7 @@ impl Morph<'_> {
         }
         remotes[0].call(libc::SYS_munmap, &[area, SCRATCH_LEN]).map_err(e("unmap scratch memory"))?;
 
-        // 8. Final CPU state.
+        // 8. Final CPU state, scheduling policy and timer slack.
         for (rm, th) in remotes.into_iter().zip(&t.threads) {
             let tid = rm.tid;
             rm.abandon();
@@ -291,6 +299,7 @@ impl Morph<'_> {
             ptrace::set_regs(tid, &regs).ctx(|| format!("set registers of thread {}", th.tid))?;
             ptrace::set_xstate(tid, &th.xsave).ctx(|| format!("set xsave state of thread {}", th.tid))?;
             ptrace::set_sigmask(tid, th.sigmask).ctx(|| format!("set signal mask of thread {}", th.tid))?;
+            crate::sched::restore(tid, &th.sched)?;
             if let Some(rs) = th.rseq.filter(|r| r.cs != 0) {
                 mem.write_all_at(&rs.cs.to_le_bytes(), rs.ptr + 8).ctx(|| "restore rseq_cs".into())?;
             }

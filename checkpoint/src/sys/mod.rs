@@ -63,6 +63,44 @@ pub const F_GETOWN_EX: i32 = 16;
 pub const F_OWNER_TID: i32 = 0;
 pub const F_OWNER_PID: i32 = 1;
 
+/// `struct sched_attr` (SCHED_ATTR_SIZE_VER0 plus the utilisation clamps).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    pub util_min: u32,
+    pub util_max: u32,
+}
+
+/// `sched_getattr` of thread `tid`.
+pub fn sched_getattr(tid: i32) -> io::Result<SchedAttr> {
+    let mut a = SchedAttr::default();
+    // SAFETY: sched_getattr writes at most the given size into `a`.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &mut a as *mut SchedAttr, std::mem::size_of::<SchedAttr>() as u32, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(a)
+}
+
+/// `sched_setattr` of thread `tid` (`a.size` is filled in).
+pub fn sched_setattr(tid: i32, mut a: SchedAttr) -> io::Result<()> {
+    a.size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: sched_setattr reads `a.size` bytes from `a`.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &a as *const SchedAttr, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A copy of fd `fd` of process `pid`, sharing its open file description
 /// (`pidfd_open`, then `pidfd_getfd`).
 pub fn take_fd(pid: i32, fd: i32) -> io::Result<OwnedFd> {

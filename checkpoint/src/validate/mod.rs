@@ -624,10 +624,17 @@ fn check_task(
     if !(-1000..=1000).contains(&task.oom_score_adj) {
         bail!("{who}: oom_score_adj {} out of range", task.oom_score_adj);
     }
+    let barriers = crate::task::MEMBARRIER_CMDS.iter().fold(0, |m, c| m | c);
+    if task.membarrier & !barriers != 0 {
+        bail!("{who}: membarrier registrations {:#x} unknown", task.membarrier);
+    }
     Ok(())
 }
 
 fn check_thread(who: &str, th: &ThreadImage) -> Result<(), ImageError> {
+    if !crate::sched::valid(&th.sched) {
+        bail!("{who}: scheduling {:?} invalid", th.sched);
+    }
     if th.seccomp.len() > 64 || th.seccomp.iter().any(|f| f.is_empty() || f.len() % 8 != 0 || f.len() > 4096 * 8) {
         bail!("{who}: bad seccomp filters");
     }

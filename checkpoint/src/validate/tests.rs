@@ -63,6 +63,7 @@ fn thread(tid: i32) -> ThreadImage {
         robust_list_len: 24,
         comm: "t".into(),
         seccomp: Vec::new(),
+        sched: Default::default(),
     }
 }
 
@@ -106,6 +107,8 @@ pub(crate) fn task(
         pdeath_signal: 0,
         child_subreaper: false,
         dumpable: 1,
+        thp_disable: false,
+        membarrier: 0,
         no_new_privs: false,
         oom_score_adj: 0,
     }
