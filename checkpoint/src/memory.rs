@@ -111,6 +111,11 @@ pub fn dump_vmas(
             kind,
             madvise: madvise_of(m),
             accounted: !m.shared() && m.perms[1] != b'w' && m.has_flag("ac"),
+            mlock: match (m.has_flag("lo"), m.has_flag("lf")) {
+                (false, _) => 0,
+                (true, false) => crate::model::MLOCK_ALL,
+                (true, true) => crate::model::MLOCK_ON_FAULT,
+            },
             pages: Vec::new(),
         };
         let private_data = !m.shared() && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });

@@ -249,6 +249,10 @@ pub struct Vma {
     /// mapped writable and made read-only after its pages are in.
     #[serde(default, skip_serializing_if = "is_false")]
     pub accounted: bool,
+    /// `mlock`ed: [`MLOCK_ALL`] (VmFlags "lo") or [`MLOCK_ON_FAULT`] (also
+    /// "lf", `mlock2(MLOCK_ONFAULT)`); 0 if not locked.
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub mlock: u8,
     /// Populated pages of private memory, in address order.
     pub pages: Vec<PageRun>,
 }
@@ -290,6 +294,13 @@ pub struct PageRun {
     /// (`--parent-path`), 2 the parent's parent, and so on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub parent: u32,
+}
+
+pub const MLOCK_ALL: u8 = 1;
+pub const MLOCK_ON_FAULT: u8 = 2;
+
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
 }
 
 fn is_false(v: &bool) -> bool {

@@ -381,6 +381,7 @@ fn anon_vma(start: u64, end: u64) -> Vma {
         kind: VmaKind::Anon,
         madvise: vec![],
         accounted: false,
+        mlock: 0,
         pages: vec![],
     }
 }

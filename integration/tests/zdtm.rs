@@ -115,6 +115,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("posix_timers", Mode::LeaveRunning),
     ("sched_attrs", Mode::Kill),
     ("sched_attrs", Mode::LeaveRunning),
+    ("vma_attrs", Mode::Kill),
+    ("vma_attrs", Mode::LeaveRunning),
 ];
 
 
@@ -324,6 +326,7 @@ zdtm_tests!(
     file_locks,
     posix_timers,
     sched_attrs,
+    vma_attrs,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -225,6 +225,12 @@ impl Morph<'_> {
             b.call(libc::SYS_mprotect, &[v.start, v.end - v.start, v.prot as u64], format!("protect {:#x}", v.start))
                 .map_err(e("mprotect"))?;
         }
+        // Locks last: the pages are in (a lock would fault in the ones the
+        // image does not hold).
+        for v in mm.vmas.iter().filter(|v| v.mlock != 0) {
+            let onfault = u64::from(v.mlock == crate::model::MLOCK_ON_FAULT);
+            b.call(libc::SYS_mlock2, &[v.start, v.end - v.start, onfault], format!("lock {:#x}", v.start)).map_err(e("mlock"))?;
+        }
         for &fd in opened.values().chain(filler_fd.as_ref()) {
             b.call(libc::SYS_close, &[fd], "close helper fd").map_err(e("close"))?;
         }

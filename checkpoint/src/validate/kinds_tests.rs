@@ -265,3 +265,13 @@ fn scheduling_and_registrations() {
     expect(|t| t.tasks[1].threads[0].sched.priority = 3, "scheduling Sched { policy: 0, flags: 0, nice: 0, priority: 3");
     expect(|t| t.tasks[1].membarrier = 16, "task 2: membarrier registrations 0x10 unknown");
 }
+
+#[test]
+fn vma_locks() {
+    use super::tests::mm;
+    let mut t = sample_tree();
+    mm(&mut t, 0).vmas[1].mlock = MLOCK_ON_FAULT;
+    mm(&mut t, 0).vmas[0].mlock = MLOCK_ALL;
+    validate(&t, PAGES_LEN).unwrap();
+    expect(|t| mm(t, 0).vmas[1].mlock = 3, "vma 0x600000-0x610000: bad mlock mode 3");
+}

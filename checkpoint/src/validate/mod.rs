@@ -713,6 +713,9 @@ fn check_mm(
                 v.madvise.get(..MAX_MADVISE.min(v.madvise.len()))
             );
         }
+        if v.mlock > crate::model::MLOCK_ON_FAULT {
+            bail!("{vw}: bad mlock mode {}", v.mlock);
+        }
         match &v.kind {
             VmaKind::Anon => {}
             VmaKind::File { path } => check_path(&vw, path)?,

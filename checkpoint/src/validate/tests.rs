@@ -39,6 +39,7 @@ fn vma(start: u64, end: u64, kind: VmaKind, pages: Vec<PageRun>) -> Vma {
         kind,
         madvise: vec![],
         accounted: false,
+        mlock: 0,
         pages,
     }
 }
@@ -254,7 +255,7 @@ pub(super) fn expect(f: impl FnOnce(&mut TreeImage), needle: &str) {
     }
 }
 
-fn mm(t: &mut TreeImage, i: usize) -> &mut MmImage {
+pub(super) fn mm(t: &mut TreeImage, i: usize) -> &mut MmImage {
     t.tasks[i].mm.as_mut().unwrap()
 }
 

@@ -84,6 +84,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("file_locks", true, &[], &["posix", "flock", "ofd", "child"]),
     prog("posix_timers", true, &[], &["delete", "period", "thread"]),
     prog("sched_attrs", true, &[], &["nice", "slack", "thp"]),
+    prog("vma_attrs", true, &[], &["unlock", "lockall"]),
 ];
 
 
