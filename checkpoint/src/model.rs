@@ -133,6 +133,9 @@ pub struct Sched {
     pub period: u64,
     /// `/proc/TID/timerslack_ns`; 0 for the default.
     pub timerslack_ns: u64,
+    /// I/O priority (`ioprio_get`: class << 13 | level); 0 for none set.
+    #[serde(default)]
+    pub ioprio: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
  * membarrier): scheduling and small process-wide registrations.
  *
  * State built before the checkpoint:
- *  - main thread: SCHED_BATCH, nice 5, timer slack 200 us;
+ *  - main thread: SCHED_BATCH, nice 5, timer slack 200 us, I/O priority
+ *    best-effort level 6;
+ *  - thread "idle" also gets the idle I/O class;
  *  - thread "idle": SCHED_IDLE, timer slack 1 ms;
  *  - thread "rr": SCHED_RR priority 10 with SCHED_FLAG_RESET_ON_FORK (if
  *    the cgroup allows real-time threads; otherwise it stays SCHED_OTHER
@@ -13,13 +15,14 @@
  *  - registered for MEMBARRIER_CMD_PRIVATE_EXPEDITED (not for its
  *    SYNC_CORE variant).
  *
- * Verified after SIGTERM: sched_getattr and PR_GET_TIMERSLACK in each
- * thread show the same; PR_GET_THP_DISABLE is 1;
+ * Verified after SIGTERM: sched_getattr, PR_GET_TIMERSLACK and ioprio_get
+ * in each thread show the same; PR_GET_THP_DISABLE is 1;
  * membarrier(PRIVATE_EXPEDITED) succeeds and its SYNC_CORE variant still
  * fails with EPERM.
  *
  * Corruptions: "nice" (main thread back to nice 0), "slack" (the idle
- * thread's slack back to 50 us), "thp" (THP enabled again).
+ * thread's slack back to 50 us), "thp" (THP enabled again), "io" (main
+ * thread's I/O priority back to none).
  */
 #include "zdtm.h"
 #include <pthread.h>
@@ -43,7 +46,7 @@ static int set_attr(pid_t tid, uint32_t policy, int nice, uint32_t prio, uint64_
 /* What a thread sees of itself: sched_getattr(0) and PR_GET_TIMERSLACK. */
 struct seen {
 	struct attr a;
-	long long slack;
+	long long slack, ioprio;
 };
 
 static void look(struct seen *s)
@@ -52,9 +55,11 @@ static void look(struct seen *s)
 	if (syscall(SYS_sched_getattr, 0, &s->a, sizeof(s->a), 0))
 		s->a.policy = 99;
 	s->slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+	s->ioprio = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, 0);
 }
 
-static void check(const char *who, const struct seen *s, uint32_t policy, int nice, uint32_t prio, uint64_t flags, long long slack)
+static void check(const char *who, const struct seen *s, uint32_t policy, int nice, uint32_t prio, uint64_t flags, long long slack,
+		  long long ioprio)
 {
 	const struct attr *a = &s->a;
 
@@ -62,6 +67,7 @@ static void check(const char *who, const struct seen *s, uint32_t policy, int ni
 	       "%s: policy %u nice %d priority %u flags %#llx, want %u %d %u %#llx", who, a->policy, a->nice, a->priority,
 	       (unsigned long long)a->flags, policy, nice, prio, (unsigned long long)flags);
 	ZCHECK(s->slack == slack, "%s: timer slack %lld, want %lld", who, s->slack, slack);
+	ZCHECK(s->ioprio == ioprio, "%s: I/O priority %#llx, want %#llx", who, s->ioprio, ioprio);
 }
 
 /* Threads set themselves up, then wait for `go` to look at themselves. */
@@ -86,7 +92,7 @@ static void *idle_thread(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_TIMERSLACK, 1000000);
-	if (set_attr(0, 5 /* SCHED_IDLE */, 0, 0, 0))
+	if (syscall(SYS_ioprio_set, 1, 0, 3 << 13) || set_attr(0, 5 /* SCHED_IDLE */, 0, 0, 0))
 		zdtm_fail("SCHED_IDLE: %s", strerror(errno));
 	wait_and_look(&idle_seen);
 	return NULL;
@@ -119,6 +125,7 @@ int main(int argc, char **argv)
 	while (up < 2)
 		usleep(1000);
 	if (set_attr(0, 3 /* SCHED_BATCH */, 5, 0, 0) || prctl(PR_SET_TIMERSLACK, 200000) || prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) ||
+	    syscall(SYS_ioprio_set, 1, 0, 2 << 13 | 6) ||
 	    syscall(SYS_membarrier, 16 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0))
 		zdtm_fail("set up: %s", strerror(errno));
 	zdtm_ready();
@@ -127,6 +134,8 @@ int main(int argc, char **argv)
 	if (zdtm_corrupt("nice"))
 		set_attr(0, 3, 0, 0, 0);
 	corrupt_slack = zdtm_corrupt("slack");
+	if (zdtm_corrupt("io"))
+		syscall(SYS_ioprio_set, 1, 0, 0);
 	if (zdtm_corrupt("thp"))
 		prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
 
@@ -134,12 +143,12 @@ int main(int argc, char **argv)
 	while (done < 2)
 		usleep(1000);
 	look(&main_seen);
-	check("main", &main_seen, 3, 5, 0, 0, 200000);
-	check("idle", &idle_seen, 5, 0, 0, 0, 1000000);
+	check("main", &main_seen, 3, 5, 0, 0, 200000, 2 << 13 | 6);
+	check("idle", &idle_seen, 5, 0, 0, 0, 1000000, 3 << 13);
 	if (rr_ok)
-		check("rr", &rr_seen, 2, 0, 10, 1, rr_slack);
+		check("rr", &rr_seen, 2, 0, 10, 1, rr_slack, 0);
 	else
-		check("rr", &rr_seen, 0, -3, 0, 0, rr_slack);
+		check("rr", &rr_seen, 0, -3, 0, 0, rr_slack, 0);
 	ZCHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP disable is %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 	ZCHECK(syscall(SYS_membarrier, 8 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %s", strerror(errno));
 	ZCHECK(syscall(SYS_membarrier, 32 /* ..._SYNC_CORE */, 0, 0) < 0 && errno == EPERM, "membarrier sync-core did not fail with EPERM");

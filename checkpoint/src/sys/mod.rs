@@ -101,6 +101,24 @@ pub fn sched_setattr(tid: i32, mut a: SchedAttr) -> io::Result<()> {
     Ok(())
 }
 
+/// I/O priority of thread `tid` (`ioprio_get(IOPRIO_WHO_PROCESS)`).
+pub fn ioprio_get(tid: i32) -> io::Result<u32> {
+    // SAFETY: a syscall on integers.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, tid) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u32)
+}
+
+pub fn ioprio_set(tid: i32, prio: u32) -> io::Result<()> {
+    // SAFETY: a syscall on integers.
+    if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, prio) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A copy of fd `fd` of process `pid`, sharing its open file description
 /// (`pidfd_open`, then `pidfd_getfd`).
 pub fn take_fd(pid: i32, fd: i32) -> io::Result<OwnedFd> {
