@@ -254,6 +254,7 @@ fn collect(
     files.finish_links()?;
     files.finish_owners(|host| ids.vpid.get(&host).copied())?;
     shm.dump_sysv(seized.tasks[0].pid, opts.own_ipc_ns, w, &mut copier)?;
+    let (sem_sets, msg_queues) = if opts.own_ipc_ns { crate::ipc::dump(seized.tasks[0].pid)? } else { Default::default() };
     stats.phases.push(("shared", t0.elapsed().as_micros() as u64));
     fault_point("mid-memory")?;
     let t1 = Instant::now();
@@ -276,6 +277,8 @@ fn collect(
         tasks,
         files: files.files,
         shmem: shm.objects,
+        sem_sets,
+        msg_queues,
         vdso_xxh3: vdso_sum,
         host: host_info(),
     };

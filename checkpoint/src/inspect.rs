@@ -326,6 +326,23 @@ pub fn describe(tree: &TreeImage, inv: &Inventory) -> String {
             human_size(n.saturating_mul(PAGE_SIZE))
         );
     }
+    for s in &tree.sem_sets {
+        let p = s.perm;
+        let _ = writeln!(o, "  sysv semaphore set {} (key {:#x}, mode {:o}): values {:?}", p.id, p.key, p.mode, s.values);
+    }
+    for q in &tree.msg_queues {
+        let p = q.perm;
+        let bytes: usize = q.messages.iter().map(|m| m.text.len()).sum();
+        let _ = writeln!(
+            o,
+            "  sysv message queue {} (key {:#x}, mode {:o}): {} messages, {bytes} of {} bytes",
+            p.id,
+            p.key,
+            p.mode,
+            q.messages.len(),
+            q.qbytes
+        );
+    }
     o
 }
 

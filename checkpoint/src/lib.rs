@@ -12,6 +12,7 @@ pub mod dump;
 pub mod error;
 mod events;
 mod files;
+mod ipc;
 mod locks;
 pub mod freezer;
 pub mod image;

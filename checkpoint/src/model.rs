@@ -29,11 +29,49 @@ pub struct TreeImage {
     pub files: Vec<FileImage>,
     /// Shared memory objects, referenced by `VmaKind::Shmem`.
     pub shmem: Vec<ShmemImage>,
+    /// SysV semaphore sets and message queues of the tree's own IPC
+    /// namespace (`crate::ipc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sem_sets: Vec<SemSet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub msg_queues: Vec<MsgQueue>,
     /// Bytes of the vdso text at dump time (to refuse a restore on a kernel
     /// whose vdso differs).
     pub vdso_xxh3: Option<u64>,
     /// Host facts at dump time, for the user and for compatibility checks.
     pub host: HostInfo,
+}
+
+/// Owner and permissions of a SysV IPC object, and its key and id.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpcPerm {
+    pub key: i32,
+    pub id: i32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A SysV semaphore set: its semaphores' values. (Undo adjustments of
+/// `SEM_UNDO` operations belong to processes and are not kept.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SemSet {
+    pub perm: IpcPerm,
+    pub values: Vec<u16>,
+}
+
+/// A SysV message queue: its byte limit and queued messages, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MsgQueue {
+    pub perm: IpcPerm,
+    pub qbytes: u64,
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub mtype: i64,
+    pub text: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

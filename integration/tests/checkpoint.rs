@@ -560,6 +560,47 @@ fn an_event_loop_keeps_its_timer_watches_and_signalfd() {
     drop(run);
 }
 
+/// A container's SysV semaphore sets and message queue (its own IPC
+/// namespace; `workloads/sysvipc.c` checks ids, values, modes and messages
+/// every iteration) come back with their ids and contents, after a
+/// checkpoint and after a leave-running one.
+#[test]
+fn a_container_keeps_its_sysv_semaphores_and_message_queue() {
+    let (rt, bundle, dir) = (
+        Runtime::stasis(),
+        stasis_integration::Bundle::busybox(&["/bin/sysvipc"]),
+        TempDir::new("stasis-sysvipc"),
+    );
+    stasis_integration::build_workload("sysvipc", &bundle.rootfs().join("bin/sysvipc"));
+    let id = unique_id("cr-ipc");
+    let _guard = rt.adopt(&id);
+    let run = run_counter(&rt, &bundle, &id);
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
+    let at = progress(&bundle).expect("state");
+    assert_eq!(at.errors, 0);
+    assert_gone(&rt, &id, &bundle);
+    let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
+    for line in ["(key 0x5354, mode 640): values [1, 42, 7]", "(key 0x0, mode 600): values [3]", "(key 0x4d53, mode 600): 3 messages, 1011 of 8192 bytes"] {
+        assert!(shown.contains(line), "no {line:?} in:\n{shown}");
+    }
+
+    let restored = restore(&rt, &image, &bundle, &id, &[]);
+    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
+    let later = wait_beyond(&bundle, at.iter + 10);
+    assert_eq!((later.pid, later.errors), (1, 0), "after the restore");
+
+    let again = dir.path().join("again");
+    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &again, &id])).ok();
+    let after = wait_beyond(&bundle, progress(&bundle).unwrap().iter + 10);
+    assert_eq!((after.pid, after.errors), (1, 0), "after a leave-running checkpoint");
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    rt.wait_status(&id, "stopped", WAIT);
+    rt.exec(&["delete", &id]).ok();
+    assert_gone(&rt, &id, &bundle);
+    drop((run, restored));
+}
+
 /// Brings up loopback in the network namespace of `pid` (runc leaves it
 /// down; CNI would configure it) and fetches `/` from port 8080 there: the
 /// body of a 200 answer.

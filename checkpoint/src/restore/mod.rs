@@ -159,6 +159,9 @@ impl Stages {
         if has_sysv(tree) {
             make_sysv(init, tree, pages)?;
         }
+        if !tree.sem_sets.is_empty() || !tree.msg_queues.is_empty() {
+            crate::ipc::restore(init, &tree.sem_sets, &tree.msg_queues)?;
+        }
         self.wait_ready(ready_r, tree.tasks.len(), init, opts.timeout.unwrap_or(Duration::from_secs(60)))?;
         fault_point("mid-tree")?;
         self.mark("fork");

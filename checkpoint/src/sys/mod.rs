@@ -3,6 +3,7 @@
 //! the restore stub lives in this module tree, each with a `// SAFETY:` note.
 
 pub mod inject;
+pub mod ipc;
 pub mod net;
 pub mod ptrace;
 pub mod uffd;

@@ -275,3 +275,32 @@ fn vma_locks() {
     validate(&t, PAGES_LEN).unwrap();
     expect(|t| mm(t, 0).vmas[1].mlock = 3, "vma 0x600000-0x610000: bad mlock mode 3");
 }
+
+#[test]
+fn sysv_semaphores_and_queues() {
+    let perm = |id: i32| IpcPerm { key: 7, id, mode: 0o600, uid: 0, gid: 0 };
+    let msg = |mtype: i64, n: usize| Message { mtype, text: vec![1; n] };
+    let mut t = sample_tree();
+    t.sem_sets = vec![SemSet { perm: perm(0), values: vec![0, 5, 32767] }];
+    t.msg_queues = vec![MsgQueue { perm: perm(0), qbytes: 16384, messages: vec![msg(1, 10), msg(9, 0)] }];
+    validate(&t, PAGES_LEN).unwrap();
+    let sem = |f: fn(&mut SemSet), needle: &str| {
+        let mut x = t.clone();
+        f(&mut x.sem_sets[0]);
+        expect(|y| *y = x, needle);
+    };
+    sem(|s| s.values[0] = 32768, "semaphore set 0 (mode 0o600, 3 semaphores) invalid");
+    sem(|s| s.values.clear(), "0 semaphores) invalid");
+    sem(|s| s.perm.mode = 0o1600, "mode 0o1600");
+    let queue = |f: fn(&mut MsgQueue), needle: &str| {
+        let mut x = t.clone();
+        f(&mut x.msg_queues[0]);
+        expect(|y| *y = x, needle);
+    };
+    queue(|q| q.messages[0].mtype = 0, "message queue 0 (mode 0o600, 2 messages, 10 of 16384 bytes) invalid");
+    queue(|q| q.qbytes = 5, "10 of 5 bytes");
+    queue(|q| q.perm.id = -1, "message queue -1");
+    let mut x = t.clone();
+    x.msg_queues.push(x.msg_queues[0].clone());
+    expect(|y| *y = x, "message queue 0 (mode 0o600, 2 messages, 10 of 16384 bytes) invalid, repeated");
+}

@@ -23,6 +23,11 @@ pub const MAX_SHMEM: usize = 1 << 20;
 /// File locks of one task (the kernel has no limit; a process with more
 /// is unusual, and each is one injected call at restore).
 pub const MAX_LOCKS: usize = 1 << 16;
+/// SysV semaphore sets, and message queues, of one IPC namespace
+/// (the kernel's IPCMNI).
+pub const MAX_IPC: usize = 32768;
+/// Messages of one queue (the kernel's bound is the queue's byte limit).
+pub const MAX_MESSAGES: usize = 1 << 20;
 /// POSIX timers of one process (each is three injected calls at restore).
 pub const MAX_POSIX_TIMERS: usize = 1 << 16;
 pub const PID_MAX: i32 = 4_194_304;
@@ -220,6 +225,8 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
             }
         }
     }
+
+    check_ipc(t)?;
 
     // Files, by id.
     let mut files = HashMap::new();
@@ -488,6 +495,32 @@ fn valid_exit_status(status: i32) -> bool {
     }
     let harmless = [libc::SIGCHLD, libc::SIGCONT, libc::SIGURG, libc::SIGWINCH];
     status & !0xff == 0 && sig <= NSIG as i32 && !STOP_SIGNALS.contains(&sig) && !harmless.contains(&sig)
+}
+
+/// SysV semaphore sets and message queues, within the kernel's limits
+/// (`SEMMSL`, `SEMVMX`, `MSGMAX`; `IPCMNI` ids).
+fn check_ipc(t: &crate::model::TreeImage) -> Result<(), ImageError> {
+    let perm_ok = |p: &crate::model::IpcPerm| p.id >= 0 && p.mode <= 0o777;
+    let mut ids = HashSet::new();
+    if t.sem_sets.len() > MAX_IPC || t.msg_queues.len() > MAX_IPC {
+        bail!("{} semaphore sets or {} message queues (limit {MAX_IPC})", t.sem_sets.len(), t.msg_queues.len());
+    }
+    for s in &t.sem_sets {
+        let p = s.perm;
+        if !perm_ok(&p) || !ids.insert(p.id) || s.values.is_empty() || s.values.len() > 32000 || s.values.iter().any(|&v| v > 32767) {
+            bail!("semaphore set {} (mode {:#o}, {} semaphores) invalid, repeated or over the limits", p.id, p.mode, s.values.len());
+        }
+    }
+    let mut ids = HashSet::new();
+    for q in &t.msg_queues {
+        let p = q.perm;
+        let bytes: u64 = q.messages.iter().map(|m| m.text.len() as u64).sum();
+        let msgs_ok = q.messages.len() <= MAX_MESSAGES && q.messages.iter().all(|m| m.mtype > 0 && m.text.len() <= crate::sys::ipc::MSG_MAX);
+        if !perm_ok(&p) || !ids.insert(p.id) || !msgs_ok || bytes > q.qbytes || q.qbytes > i32::MAX as u64 {
+            bail!("message queue {} (mode {:#o}, {} messages, {bytes} of {} bytes) invalid, repeated or over the limits", p.id, p.mode, q.messages.len(), q.qbytes);
+        }
+    }
+    Ok(())
 }
 
 fn check_posix_timers(who: &str, task: &TaskImage) -> Result<(), ImageError> {

@@ -230,6 +230,8 @@ pub(crate) fn sample_tree() -> TreeImage {
             },
             pages: vec![run(0, 2, 7)],
         }],
+        sem_sets: vec![],
+        msg_queues: vec![],
         vdso_xxh3: Some(1),
         host: HostInfo {
             kernel: "6.18".into(),
