@@ -62,6 +62,9 @@ macro_rules! bail {
     ($($arg:tt)*) => { return Err(ImageError::Invalid(format!($($arg)*))) };
 }
 
+mod kinds;
+use kinds::{check_epolls, check_event_file, check_ipc, check_posix_timers, check_socket};
+
 fn check_path(what: &str, p: &str) -> Result<(), ImageError> {
     if !p.starts_with('/') {
         bail!("{what}: path {p:?} is not absolute");
@@ -414,78 +417,8 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// eventfd, signalfd, timerfd and epoll files (see `crate::events`).
-fn check_event_file(who: &str, kind: &FileKind) -> Result<(), ImageError> {
-    let never = 1u64 << (libc::SIGKILL - 1) | 1u64 << (libc::SIGSTOP - 1);
-    let clocks = [libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC, libc::CLOCK_BOOTTIME, libc::CLOCK_REALTIME_ALARM, libc::CLOCK_BOOTTIME_ALARM];
-    let known = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
-    match kind {
-        FileKind::EventFd { count, .. } if *count == u64::MAX => {
-            bail!("{who}: eventfd count {count:#x} is over the maximum")
-        }
-        FileKind::SignalFd { mask } if mask & never != 0 => {
-            bail!("{who}: signalfd mask {mask:#x} holds SIGKILL or SIGSTOP")
-        }
-        FileKind::TimerFd { clock, flags, .. } if !clocks.contains(clock) || flags & !known != 0 => {
-            bail!("{who}: timerfd clock {clock} or flags {flags:#o} invalid")
-        }
-        FileKind::Epoll { watches, .. } if watches.len() > MAX_FDS => {
-            bail!("{who}: {} epoll watches (limit {MAX_FDS})", watches.len())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// An Internet socket: addresses of its family, a backlog only on a bound
-/// TCP socket, a peer only on a UDP one (see `crate::sockets`).
-fn check_socket(who: &str, kind: &FileKind) -> Result<(), ImageError> {
-    let FileKind::InetSocket { family, stream, local, peer, backlog, options } = kind else { return Ok(()) };
-    let v6 = match *family {
-        libc::AF_INET => false,
-        libc::AF_INET6 => true,
-        f => bail!("{who}: socket family {f} is not AF_INET or AF_INET6"),
-    };
-    for a in [local, peer].into_iter().flatten() {
-        match a.parse::<std::net::SocketAddr>() {
-            Ok(addr) if addr.is_ipv6() == v6 => {}
-            _ => bail!("{who}: socket address {a:?} is not one of family {family}"),
-        }
-    }
-    if backlog.is_some_and(|b| !(0..=65535).contains(&b)) || (backlog.is_some() && (!stream || local.is_none())) {
-        bail!("{who}: backlog {backlog:?} on a socket that cannot listen with it");
-    }
-    if (peer.is_some() && *stream) || (options.v6only && !v6) || (options.nodelay && !stream) {
-        bail!("{who}: socket options or peer that its kind does not have");
-    }
-    Ok(())
-}
-
-/// Every epoll instance belongs to a live task of the image that holds it,
-/// and each watch names an fd of that task and the file behind that fd.
-fn check_epolls(t: &TreeImage, index: &HashMap<i32, usize>) -> Result<(), ImageError> {
-    for f in &t.files {
-        let FileKind::Epoll { owner, watches } = &f.kind else { continue };
-        let who = format!("file {}", f.id);
-        let Some(task) = index.get(owner).map(|&i| &t.tasks[i]) else {
-            bail!("{who}: epoll owner {owner} is not a task of the image");
-        };
-        let fds: HashMap<i32, u32> = task.fds.iter().map(|d| (d.fd, d.file)).collect();
-        if !fds.values().any(|&id| id == f.id) {
-            bail!("{who}: epoll owner {owner} does not hold it");
-        }
-        let mut seen = HashSet::new();
-        for w in watches {
-            if !seen.insert(w.fd) || w.file == f.id || fds.get(&w.fd) != Some(&w.file) {
-                bail!("{who}: epoll watch of fd {} (file {}) is not fd {} of task {owner}, or repeated", w.fd, w.file, w.fd);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Job-control stop signals: the only ones a process can be stopped by.
 const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
-
 /// A raw wait status a zombie can have: exited with a code, or killed by a
 /// signal whose default action ends the process (optionally dumping core).
 fn valid_exit_status(status: i32) -> bool {
@@ -495,55 +428,6 @@ fn valid_exit_status(status: i32) -> bool {
     }
     let harmless = [libc::SIGCHLD, libc::SIGCONT, libc::SIGURG, libc::SIGWINCH];
     status & !0xff == 0 && sig <= NSIG as i32 && !STOP_SIGNALS.contains(&sig) && !harmless.contains(&sig)
-}
-
-/// SysV semaphore sets and message queues, within the kernel's limits
-/// (`SEMMSL`, `SEMVMX`, `MSGMAX`; `IPCMNI` ids).
-fn check_ipc(t: &crate::model::TreeImage) -> Result<(), ImageError> {
-    let perm_ok = |p: &crate::model::IpcPerm| p.id >= 0 && p.mode <= 0o777;
-    let mut ids = HashSet::new();
-    if t.sem_sets.len() > MAX_IPC || t.msg_queues.len() > MAX_IPC {
-        bail!("{} semaphore sets or {} message queues (limit {MAX_IPC})", t.sem_sets.len(), t.msg_queues.len());
-    }
-    for s in &t.sem_sets {
-        let p = s.perm;
-        if !perm_ok(&p) || !ids.insert(p.id) || s.values.is_empty() || s.values.len() > 32000 || s.values.iter().any(|&v| v > 32767) {
-            bail!("semaphore set {} (mode {:#o}, {} semaphores) invalid, repeated or over the limits", p.id, p.mode, s.values.len());
-        }
-    }
-    let mut ids = HashSet::new();
-    for q in &t.msg_queues {
-        let p = q.perm;
-        let bytes: u64 = q.messages.iter().map(|m| m.text.len() as u64).sum();
-        let msgs_ok = q.messages.len() <= MAX_MESSAGES && q.messages.iter().all(|m| m.mtype > 0 && m.text.len() <= crate::sys::ipc::MSG_MAX);
-        if !perm_ok(&p) || !ids.insert(p.id) || !msgs_ok || bytes > q.qbytes || q.qbytes > i32::MAX as u64 {
-            bail!("message queue {} (mode {:#o}, {} messages, {bytes} of {} bytes) invalid, repeated or over the limits", p.id, p.mode, q.messages.len(), q.qbytes);
-        }
-    }
-    Ok(())
-}
-
-fn check_posix_timers(who: &str, task: &TaskImage) -> Result<(), ImageError> {
-    use crate::timers::{CLOCKS, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD_ID};
-    if task.posix_timers.len() > MAX_POSIX_TIMERS {
-        bail!("{who}: {} POSIX timers (limit {MAX_POSIX_TIMERS})", task.posix_timers.len());
-    }
-    let mut ids = HashSet::new();
-    for t in &task.posix_timers {
-        let signal_ok = match t.notify {
-            SIGEV_SIGNAL => (1..=NSIG as i32).contains(&t.signal) && t.tid == 0,
-            SIGEV_NONE => (0..=NSIG as i32).contains(&t.signal) && t.tid == 0,
-            SIGEV_THREAD_ID => (1..=NSIG as i32).contains(&t.signal) && task.threads.iter().any(|th| th.tid == t.tid),
-            _ => false,
-        };
-        if t.id < 0 || !ids.insert(t.id) || !CLOCKS.contains(&t.clock) || !signal_ok {
-            bail!(
-                "{who}: POSIX timer {} (clock {}, notify {}, signal {}, thread {}) invalid or repeated",
-                t.id, t.clock, t.notify, t.signal, t.tid
-            );
-        }
-    }
-    Ok(())
 }
 
 fn check_task(
