@@ -248,10 +248,7 @@ fn retry_dump(run: &mut Run, pid: i32, tree: &BTreeSet<i32>, kill: bool) -> Resu
         run.dump(pid, true)?;
         expect_private(&run.img)?;
         check_tree_runs(pid, tree).map_err(|e| format!("after the --leave-running retry: {e}"))?;
-        run.expect_pass(pid, "original")?;
-        run.reap(pid, "original")?;
-        run.wait_unshare()?;
-        fs::remove_file(run.state.join("result")).map_err(|e| e.to_string())?;
+        return run.pass_original_then_restore(pid);
     }
     let rpid = run.restore()?;
     run.expect_pass(rpid, "restored root")?;
@@ -877,13 +874,7 @@ fn lock_held_elsewhere(run: &mut Run) -> Result<(), String> {
     if digest(&run.img)? != image {
         return Err("the failed restore changed the image".into());
     }
-    run.expect_pass(pid, "original")?;
-    run.reap(pid, "original")?;
-    run.wait_unshare()?;
-    fs::remove_file(run.state.join("result")).map_err(|e| e.to_string())?;
-    let rpid = run.restore()?;
-    run.expect_pass(rpid, "restored root")?;
-    run.reap(rpid, "restored root")
+    run.pass_original_then_restore(pid)
 }
 
 #[test]

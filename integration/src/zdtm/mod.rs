@@ -511,6 +511,19 @@ impl Run {
         Ok(pid)
     }
 
+    /// After a `--leave-running` dump: the original `pid` verifies itself
+    /// and ends, then the image is restored and the restored tree verifies
+    /// itself and ends.
+    pub fn pass_original_then_restore(&mut self, pid: i32) -> Result<(), String> {
+        self.expect_pass(pid, "original")?;
+        self.reap(pid, "original")?;
+        self.wait_unshare()?;
+        fs::remove_file(self.state.join("result")).map_err(|e| e.to_string())?;
+        let rpid = self.restore()?;
+        self.expect_pass(rpid, "restored root")?;
+        self.reap(rpid, "restored root")
+    }
+
     /// After SIGTERM + result, the program exits: reap it.
     pub fn reap(&mut self, pid: i32, who: &str) -> Result<(), String> {
         let how = wait_gone(pid, EXIT_TIMEOUT).map_err(|e| format!("{who}: {e}"))?;
