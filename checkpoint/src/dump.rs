@@ -366,7 +366,7 @@ fn dump_task(
         pdeath_signal: 0,
         child_subreaper: false,
         dumpable: 1,
-        thp_disable: false,
+        thp_disable: 0,
         membarrier: 0,
         no_new_privs: s.no_new_privs,
         oom_score_adj: 0,

@@ -119,9 +119,10 @@ pub struct TaskImage {
     pub pdeath_signal: i32,
     pub child_subreaper: bool,
     pub dumpable: i32,
-    /// `PR_SET_THP_DISABLE`.
+    /// `PR_GET_THP_DISABLE`: 0, 1 (disabled) or 3 (disabled except where
+    /// `MADV_HUGEPAGE` asks, `PR_THP_DISABLE_EXCEPT_ADVISED`, Linux 6.18).
     #[serde(default)]
-    pub thp_disable: bool,
+    pub thp_disable: u32,
     /// `membarrier` commands the process registered for (bits of
     /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED*`, see `crate::task`).
     #[serde(default)]

@@ -97,7 +97,7 @@ pub struct Injected {
     pub child_subreaper: bool,
     pub dumpable: i32,
     pub securebits: u32,
-    pub thp_disable: bool,
+    pub thp_disable: u32,
     pub membarrier: u32,
 }
 
@@ -215,7 +215,7 @@ pub fn dump_injected(rs: &mut [Remote], status: &Status, threads: &mut [ThreadIm
             child_subreaper: int_at(subreaper)? != 0,
             dumpable: res[dumpable] as i32,
             securebits: res[securebits] as u32,
-            thp_disable: res[thp] == 1,
+            thp_disable: res[thp] as u32,
             membarrier: barriers.iter().filter(|(_, at)| res[*at] == 0).fold(0, |m, (cmd, _)| m | cmd),
         };
         read_thread(leader, leader_outs, &mut threads[0])?;

@@ -11,7 +11,8 @@
  *    the cgroup allows real-time threads; otherwise it stays SCHED_OTHER
  *    with nice -3 and the log says so), and the timer slack the kernel
  *    gives it (none for real-time threads);
- *  - PR_SET_THP_DISABLE;
+ *  - PR_SET_THP_DISABLE, with PR_THP_DISABLE_EXCEPT_ADVISED where the
+ *    kernel has it (6.18);
  *  - registered for MEMBARRIER_CMD_PRIVATE_EXPEDITED (not for its
  *    SYNC_CORE variant).
  *
@@ -118,16 +119,19 @@ int main(int argc, char **argv)
 {
 	pthread_t t1, t2;
 	struct seen main_seen;
+	int thp;
 
 	zdtm_init(argc, argv);
 	if (pthread_create(&t1, NULL, idle_thread, NULL) || pthread_create(&t2, NULL, rr_thread, NULL))
 		zdtm_fail("pthread_create");
 	while (up < 2)
 		usleep(1000);
-	if (set_attr(0, 3 /* SCHED_BATCH */, 5, 0, 0) || prctl(PR_SET_TIMERSLACK, 200000) || prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) ||
+	if (set_attr(0, 3 /* SCHED_BATCH */, 5, 0, 0) || prctl(PR_SET_TIMERSLACK, 200000) ||
+	    (prctl(PR_SET_THP_DISABLE, 1, 2 /* EXCEPT_ADVISED */, 0, 0) && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)) ||
 	    syscall(SYS_ioprio_set, 1, 0, 2 << 13 | 6) ||
 	    syscall(SYS_membarrier, 16 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0))
 		zdtm_fail("set up: %s", strerror(errno));
+	thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
 	zdtm_ready();
 	zdtm_wait();
 
@@ -149,7 +153,7 @@ int main(int argc, char **argv)
 		check("rr", &rr_seen, 2, 0, 10, 1, rr_slack, 0);
 	else
 		check("rr", &rr_seen, 0, -3, 0, 0, rr_slack, 0);
-	ZCHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "THP disable is %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
+	ZCHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == thp, "THP disable is %d, want %d", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), thp);
 	ZCHECK(syscall(SYS_membarrier, 8 /* PRIVATE_EXPEDITED */, 0, 0) == 0, "membarrier private expedited: %s", strerror(errno));
 	ZCHECK(syscall(SYS_membarrier, 32 /* ..._SYNC_CORE */, 0, 0) < 0 && errno == EPERM, "membarrier sync-core did not fail with EPERM");
 	zdtm_finish();

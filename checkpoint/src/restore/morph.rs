@@ -249,8 +249,9 @@ impl Morph<'_> {
             let a = b.put(&v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()).map_err(e("write itimer"))?;
             b.call(libc::SYS_setitimer, &[which as u64, a, 0], "set itimer").map_err(e("itimer"))?;
         }
-        if t.thp_disable {
-            b.call(libc::SYS_prctl, &[crate::task::PR_SET_THP_DISABLE, 1, 0, 0, 0], "disable THP").map_err(e("prctl"))?;
+        if t.thp_disable & 1 != 0 {
+            let except_advised = u64::from(t.thp_disable & 2);
+            b.call(libc::SYS_prctl, &[crate::task::PR_SET_THP_DISABLE, 1, except_advised, 0, 0], "disable THP").map_err(e("prctl"))?;
         }
         for cmd in crate::task::MEMBARRIER_CMDS.iter().filter(|&&c| t.membarrier & c != 0) {
             b.call(libc::SYS_membarrier, &[(cmd << 1) as u64, 0, 0], format!("register for membarrier command {cmd}"))

@@ -259,11 +259,12 @@ fn scheduling_and_registrations() {
     let mut t = sample_tree();
     t.tasks[0].threads[1].sched = Sched { policy: 1, priority: 50, flags: 1, timerslack_ns: 1, ..Default::default() };
     t.tasks[0].membarrier = 8 | 128;
-    t.tasks[0].thp_disable = true;
+    t.tasks[0].thp_disable = 3;
     validate(&t, PAGES_LEN).unwrap();
     expect(|t| t.tasks[0].threads[1].sched.nice = -21, "task 1: thread 5: scheduling Sched { policy: 0, flags: 0, nice: -21");
     expect(|t| t.tasks[1].threads[0].sched.priority = 3, "scheduling Sched { policy: 0, flags: 0, nice: 0, priority: 3");
     expect(|t| t.tasks[1].membarrier = 16, "task 2: membarrier registrations 0x10 unknown");
+    expect(|t| t.tasks[1].thp_disable = 2, "task 2: THP disable mode 2 unknown");
 }
 
 #[test]

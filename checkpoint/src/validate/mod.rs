@@ -541,6 +541,9 @@ fn check_task(
     if !(-1000..=1000).contains(&task.oom_score_adj) {
         bail!("{who}: oom_score_adj {} out of range", task.oom_score_adj);
     }
+    if ![0, 1, 3].contains(&task.thp_disable) {
+        bail!("{who}: THP disable mode {} unknown", task.thp_disable);
+    }
     let barriers = crate::task::MEMBARRIER_CMDS.iter().fold(0, |m, c| m | c);
     if task.membarrier & !barriers != 0 {
         bail!("{who}: membarrier registrations {:#x} unknown", task.membarrier);

@@ -108,7 +108,7 @@ pub(crate) fn task(
         pdeath_signal: 0,
         child_subreaper: false,
         dumpable: 1,
-        thp_disable: false,
+        thp_disable: 0,
         membarrier: 0,
         no_new_privs: false,
         oom_score_adj: 0,
