@@ -403,6 +403,7 @@ fn dump_task(
             _ => return Err(Error::Unsupported { pid: vpid, what: format!("strict seccomp mode on thread {}", th.tid) }),
         }
         th.sched = crate::sched::dump(tid)?;
+        th.affinity = crate::sched::dump_affinity(pid, tid)?;
         t.threads.push(th);
     }
     t.shared_pending = sys::ptrace::peek_siginfo(pid, true).ctx(|| format!("read shared pending signals of {vpid}"))?;

@@ -153,6 +153,10 @@ pub struct ThreadImage {
     /// Scheduling policy, nice value and timer slack (`crate::sched`).
     #[serde(default)]
     pub sched: Sched,
+    /// CPUs the thread is restricted to, when narrower than its cpuset's
+    /// (`crate::sched`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Vec<u32>>,
 }
 
 /// A thread's `struct sched_attr` fields and timer slack.

@@ -2,7 +2,13 @@
 //! nice value, real-time priority, deadline parameters, reset-on-fork), its
 //! timer slack (`/proc/TID/timerslack_ns`) and I/O priority (`ioprio_get`).
 //!
-//! Both are read and set by the engine from outside, by host tid: nothing
+//! Also its CPU affinity, but only where the thread narrowed it below what
+//! its cpuset allows (`taskset`, `sched_setaffinity`): a thread that may run
+//! on all of its cpuset's CPUs is left to the cpuset of the restored
+//! container, which may have other CPUs. A saved affinity none of whose
+//! CPUs the restored thread may use fails the restore.
+//!
+//! All are read and set by the engine from outside, by host tid: nothing
 //! is injected. The restore sets them last, once each thread is otherwise
 //! rebuilt, so a real-time policy does not apply while the engine works.
 
@@ -64,6 +70,64 @@ pub fn restore(tid: i32, s: &Sched) -> Result<()> {
         .ctx(|| format!("set scheduling policy {} (nice {}, priority {}) of thread {tid}", s.policy, s.nice, s.priority))
 }
 
+/// CPUs in a list such as `0-3,8,10-11` (cpuset files, `/sys/devices/system/cpu/online`).
+pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+        if b < a || b >= MAX_CPUS {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
+}
+
+/// The most CPUs an affinity mask here can name (`cpu_set_t`).
+pub const MAX_CPUS: u32 = 1024;
+
+/// The CPUs the cpuset of process `pid` gives it: its cgroup v1 cpuset's
+/// `cpuset.effective_cpus`, else its cgroup v2 `cpuset.cpus.effective`,
+/// else every online CPU.
+fn cpuset_cpus(pid: i32) -> Option<Vec<u32>> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+        ctrl.split(',').any(|c| c == "cpuset").then(|| format!("/sys/fs/cgroup/cpuset{path}/cpuset.effective_cpus"))
+    });
+    let v2 = cgroups.lines().find_map(|l| l.strip_prefix("0::")).map(|p| {
+        let root = if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() { "/sys/fs/cgroup/unified" } else { "/sys/fs/cgroup" };
+        format!("{root}{p}/cpuset.cpus.effective")
+    });
+    for file in [v1, v2].into_iter().flatten() {
+        if let Some(cpus) = std::fs::read_to_string(file).ok().and_then(|t| parse_cpu_list(&t)) {
+            return Some(cpus);
+        }
+    }
+    parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
+}
+
+/// The affinity of host thread `tid` of process `pid`, if narrower than
+/// its cpuset.
+pub fn dump_affinity(pid: i32, tid: i32) -> Result<Option<Vec<u32>>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(tid)).ctx(|| format!("read the CPU affinity of thread {tid}"))?;
+    let mine: Vec<u32> = (0..MAX_CPUS).filter(|&c| set.is_set(c as usize).unwrap_or(false)).collect();
+    let allowed = cpuset_cpus(pid).unwrap_or_default();
+    Ok((allowed.iter().any(|c| !mine.contains(c))).then_some(mine))
+}
+
+/// Restricts host thread `tid` to `cpus`.
+pub fn restore_affinity(tid: i32, cpus: &[u32]) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c as usize).ctx(|| format!("CPU {c} in the affinity of thread {tid}"))?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)
+        .ctx(|| format!("restrict thread {tid} to CPUs {cpus:?} (none of them allowed here?)"))
+}
+
 /// `s` is a state `sched_setattr` accepts.
 pub fn valid(s: &Sched) -> bool {
     let rt = matches!(s.policy, SCHED_FIFO | SCHED_RR);
@@ -94,5 +158,11 @@ mod tests {
         assert!(!valid(&Sched { ioprio: 4 << 13, ..Default::default() }));
         assert!(!valid(&Sched { ioprio: 8, ..Default::default() }));
         assert!(valid(&Sched { policy: SCHED_RR, priority: 10, flags: 1, ..Default::default() }));
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(parse_cpu_list(""), Some(vec![]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("0-5000"), None);
+        // Free to use its whole cpuset: nothing to save.
+        assert_eq!(dump_affinity(std::process::id() as i32, tid).unwrap(), None);
     }
 }

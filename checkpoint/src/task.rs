@@ -84,6 +84,7 @@ pub fn dump_thread_regs(pid: i32, tid: i32, vtid: i32) -> Result<ThreadImage> {
         comm,
         seccomp: Vec::new(),
         sched: Default::default(),
+        affinity: None,
     })
 }
 

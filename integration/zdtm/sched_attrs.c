@@ -5,7 +5,8 @@
  * State built before the checkpoint:
  *  - main thread: SCHED_BATCH, nice 5, timer slack 200 us, I/O priority
  *    best-effort level 6;
- *  - thread "idle" also gets the idle I/O class;
+ *  - thread "idle" also gets the idle I/O class and is pinned to the last
+ *    CPU (with two or more; the others may run on every CPU);
  *  - thread "idle": SCHED_IDLE, timer slack 1 ms;
  *  - thread "rr": SCHED_RR priority 10 with SCHED_FLAG_RESET_ON_FORK (if
  *    the cgroup allows real-time threads; otherwise it stays SCHED_OTHER
@@ -21,12 +22,16 @@
  * membarrier(PRIVATE_EXPEDITED) succeeds and its SYNC_CORE variant still
  * fails with EPERM.
  *
- * Corruptions: "nice" (main thread back to nice 0), "slack" (the idle
+ * The CPU sets each thread may run on are compared too.
+ *
+ * Corruptions: "affinity" (the idle thread free again), "nice" (main
+ * thread back to nice 0), "slack" (the idle
  * thread's slack back to 50 us), "thp" (THP enabled again), "io" (main
  * thread's I/O priority back to none).
  */
 #include "zdtm.h"
 #include <pthread.h>
+#include <sched.h>
 #include <sys/prctl.h>
 
 struct attr {
@@ -48,6 +53,7 @@ static int set_attr(pid_t tid, uint32_t policy, int nice, uint32_t prio, uint64_
 struct seen {
 	struct attr a;
 	long long slack, ioprio;
+	cpu_set_t cpus;
 };
 
 static void look(struct seen *s)
@@ -57,6 +63,7 @@ static void look(struct seen *s)
 		s->a.policy = 99;
 	s->slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
 	s->ioprio = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, 0);
+	sched_getaffinity(0, sizeof(s->cpus), &s->cpus);
 }
 
 static void check(const char *who, const struct seen *s, uint32_t policy, int nice, uint32_t prio, uint64_t flags, long long slack,
@@ -72,8 +79,9 @@ static void check(const char *who, const struct seen *s, uint32_t policy, int ni
 }
 
 /* Threads set themselves up, then wait for `go` to look at themselves. */
-static volatile int up, go, done, corrupt_slack, rr_ok = -1;
+static volatile int up, go, done, corrupt_slack, corrupt_affinity, rr_ok = -1;
 static struct seen idle_seen, rr_seen;
+static cpu_set_t all_cpus, idle_cpus;
 static long long rr_slack;
 
 static void wait_and_look(struct seen *s)
@@ -83,6 +91,8 @@ static void wait_and_look(struct seen *s)
 		usleep(1000);
 	if (s == &idle_seen && corrupt_slack)
 		prctl(PR_SET_TIMERSLACK, 50000);
+	if (s == &idle_seen && corrupt_affinity)
+		sched_setaffinity(0, sizeof(all_cpus), &all_cpus);
 	look(s);
 	__atomic_add_fetch(&done, 1, __ATOMIC_SEQ_CST);
 	for (;;)
@@ -93,7 +103,8 @@ static void *idle_thread(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_TIMERSLACK, 1000000);
-	if (syscall(SYS_ioprio_set, 1, 0, 3 << 13) || set_attr(0, 5 /* SCHED_IDLE */, 0, 0, 0))
+	if (syscall(SYS_ioprio_set, 1, 0, 3 << 13) || set_attr(0, 5 /* SCHED_IDLE */, 0, 0, 0) ||
+	    sched_setaffinity(0, sizeof(idle_cpus), &idle_cpus))
 		zdtm_fail("SCHED_IDLE: %s", strerror(errno));
 	wait_and_look(&idle_seen);
 	return NULL;
@@ -122,6 +133,19 @@ int main(int argc, char **argv)
 	int thp;
 
 	zdtm_init(argc, argv);
+	sched_getaffinity(0, sizeof(all_cpus), &all_cpus);
+	idle_cpus = all_cpus;
+	if (CPU_COUNT(&all_cpus) > 1) {
+		int last = -1;
+
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &all_cpus))
+				last = c;
+		CPU_ZERO(&idle_cpus);
+		CPU_SET(last, &idle_cpus);
+	} else {
+		zdtm_log("one CPU: the idle thread is not pinned");
+	}
 	if (pthread_create(&t1, NULL, idle_thread, NULL) || pthread_create(&t2, NULL, rr_thread, NULL))
 		zdtm_fail("pthread_create");
 	while (up < 2)
@@ -138,6 +162,7 @@ int main(int argc, char **argv)
 	if (zdtm_corrupt("nice"))
 		set_attr(0, 3, 0, 0, 0);
 	corrupt_slack = zdtm_corrupt("slack");
+	corrupt_affinity = zdtm_corrupt("affinity");
 	if (zdtm_corrupt("io"))
 		syscall(SYS_ioprio_set, 1, 0, 0);
 	if (zdtm_corrupt("thp"))
@@ -147,6 +172,8 @@ int main(int argc, char **argv)
 	while (done < 2)
 		usleep(1000);
 	look(&main_seen);
+	ZCHECK(CPU_EQUAL(&main_seen.cpus, &all_cpus) && CPU_EQUAL(&rr_seen.cpus, &all_cpus), "main or rr thread not on every CPU");
+	ZCHECK(CPU_EQUAL(&idle_seen.cpus, &idle_cpus), "idle thread on %d CPUs, want %d", CPU_COUNT(&idle_seen.cpus), CPU_COUNT(&idle_cpus));
 	check("main", &main_seen, 3, 5, 0, 0, 200000, 2 << 13 | 6);
 	check("idle", &idle_seen, 5, 0, 0, 0, 1000000, 3 << 13);
 	if (rr_ok)

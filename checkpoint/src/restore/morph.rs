@@ -307,6 +307,9 @@ impl Morph<'_> {
             ptrace::set_xstate(tid, &th.xsave).ctx(|| format!("set xsave state of thread {}", th.tid))?;
             ptrace::set_sigmask(tid, th.sigmask).ctx(|| format!("set signal mask of thread {}", th.tid))?;
             crate::sched::restore(tid, &th.sched)?;
+            if let Some(cpus) = &th.affinity {
+                crate::sched::restore_affinity(tid, cpus)?;
+            }
             if let Some(rs) = th.rseq.filter(|r| r.cs != 0) {
                 mem.write_all_at(&rs.cs.to_le_bytes(), rs.ptr + 8).ctx(|| "restore rseq_cs".into())?;
             }

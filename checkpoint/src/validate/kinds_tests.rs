@@ -265,6 +265,12 @@ fn scheduling_and_registrations() {
     expect(|t| t.tasks[1].threads[0].sched.priority = 3, "scheduling Sched { policy: 0, flags: 0, nice: 0, priority: 3");
     expect(|t| t.tasks[1].membarrier = 16, "task 2: membarrier registrations 0x10 unknown");
     expect(|t| t.tasks[1].thp_disable = 2, "task 2: THP disable mode 2 unknown");
+    let mut t = sample_tree();
+    t.tasks[0].threads[0].affinity = Some(vec![1, 3]);
+    validate(&t, PAGES_LEN).unwrap();
+    expect(|t| t.tasks[0].threads[0].affinity = Some(vec![]), "task 1: thread 1: CPU affinity Some([]) empty, unsorted or beyond CPU 1023");
+    expect(|t| t.tasks[0].threads[0].affinity = Some(vec![3, 1]), "CPU affinity Some([3, 1]) empty, unsorted");
+    expect(|t| t.tasks[0].threads[0].affinity = Some(vec![1024]), "beyond CPU 1023");
 }
 
 #[test]

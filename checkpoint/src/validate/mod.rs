@@ -555,6 +555,11 @@ fn check_thread(who: &str, th: &ThreadImage) -> Result<(), ImageError> {
     if !crate::sched::valid(&th.sched) {
         bail!("{who}: scheduling {:?} invalid", th.sched);
     }
+    if let Some(cpus) = &th.affinity {
+        if cpus.is_empty() || cpus.windows(2).any(|w| w[0] >= w[1]) || cpus.iter().any(|&c| c >= crate::sched::MAX_CPUS) {
+            bail!("{who}: CPU affinity {:?} empty, unsorted or beyond CPU {}", cpus.get(..8.min(cpus.len())), crate::sched::MAX_CPUS - 1);
+        }
+    }
     if th.seccomp.len() > 64 || th.seccomp.iter().any(|f| f.is_empty() || f.len() % 8 != 0 || f.len() > 4096 * 8) {
         bail!("{who}: bad seccomp filters");
     }

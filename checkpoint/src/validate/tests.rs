@@ -65,6 +65,7 @@ fn thread(tid: i32) -> ThreadImage {
         comm: "t".into(),
         seccomp: Vec::new(),
         sched: Default::default(),
+        affinity: None,
     }
 }
 

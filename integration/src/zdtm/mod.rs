@@ -83,7 +83,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("unix_listener", true, &[], &["file", "mode"]),
     prog("file_locks", true, &[], &["posix", "flock", "ofd", "child"]),
     prog("posix_timers", true, &[], &["delete", "period", "thread"]),
-    prog("sched_attrs", true, &[], &["nice", "slack", "thp", "io"]),
+    prog("sched_attrs", true, &[], &["nice", "slack", "thp", "io", "affinity"]),
     prog("vma_attrs", true, &[], &["unlock", "lockall"]),
 ];
 
