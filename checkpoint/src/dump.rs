@@ -138,7 +138,7 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
     if let Some(h) = &opts.frozen_hook {
         (h.0)().ctx(|| "save the container's file systems".into())?;
     }
-    let (mut tree, mut copier, mut stats) = collect(&seized, opts, w, pre.as_ref(), t0)?;
+    let (mut tree, mut copier, mut stats, repaired) = collect(&seized, opts, w, pre.as_ref(), t0)?;
     stats.phases.insert(0, ("seize", seized_us));
     stats.precopy = pre.as_ref().filter(|_| parent.is_none()).map(|p| p.times);
     if opts.leave_running {
@@ -154,6 +154,7 @@ fn dump_with(root: i32, opts: &DumpOptions, w: &PagesWriter) -> Result<DumpStats
         fault_point("before-kill")?;
         let large = large_processes(&seized, &tree);
         stats.reaped = seized.kill(&large);
+        repaired.close_silently();
         stats.frozen_us = t0.elapsed().as_micros() as u64;
         stats.phases.push(("kill", stats.frozen_us));
     }
@@ -222,10 +223,11 @@ fn collect(
     w: &PagesWriter,
     pre: Option<&crate::precopy::PreCopy>,
     t0: Instant,
-) -> Result<(TreeImage, Copier, DumpStats)> {
+) -> Result<(TreeImage, Copier, DumpStats, crate::tcp::Repaired)> {
     let ids = Ids::new(seized)?;
     let mut copier = Copier::default();
     let mut files = FileTable::default();
+    files.repaired = crate::tcp::Repaired::new(!opts.leave_running);
     let mut shm = ShmemTable::default();
     let mut tasks = Vec::with_capacity(seized.tasks.len());
     let mut stats = DumpStats { tasks: seized.tasks.len(), ..Default::default() };
@@ -282,7 +284,7 @@ fn collect(
         vdso_xxh3: vdso_sum,
         host: host_info(),
     };
-    Ok((tree, copier, stats))
+    Ok((tree, copier, stats, std::mem::take(&mut files.repaired)))
 }
 
 /// Completes and writes the image: checksums of reused pre-copied pieces,

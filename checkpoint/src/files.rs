@@ -44,6 +44,8 @@ pub fn strip_root(prefix: &str, path: &str, vpid: i32) -> Result<String> {
 #[derive(Default)]
 pub struct FileTable {
     pub files: Vec<FileImage>,
+    /// TCP connections held in repair mode until the tree is killed.
+    pub repaired: crate::tcp::Repaired,
     /// One (host pid, fd) holding each file, for kcmp and data capture.
     reps: Vec<(i32, i32)>,
     by_inode: HashMap<(u64, u64), Vec<u32>>,
@@ -177,7 +179,7 @@ impl FileTable {
             return Ok(FileKind::Memfd { shmem: shm.memfd(pid, fd, name, w, copier)? });
         }
         if link.starts_with("socket:") {
-            return crate::sockets::dump(pid, vpid, fd, link, w, copier);
+            return crate::sockets::dump(pid, vpid, fd, link, w, copier, &mut self.repaired);
         }
         if let Some(name) = link.strip_prefix("anon_inode:") {
             return crate::events::dump(pid, vpid, fd, name, &info.text);
@@ -260,6 +262,7 @@ impl FileTable {
     /// behind every epoll watch ([`crate::events`]).
     pub fn finish_links(&mut self) -> Result<()> {
         crate::unix::check_pairs(&self.files, |i| self.users[i][0])?;
+        crate::tcp::check_peers(&self.files, |i| self.users[i][0])?;
         let by_fd: HashMap<(i32, i32), u32> = self.users.iter().enumerate().flat_map(|(id, us)| us.iter().map(move |&u| (u, id as u32))).collect();
         for (f, &(pid, fd)) in self.files.iter_mut().zip(&self.reps) {
             crate::events::resolve_watches(f, pid, fd, &by_fd)?;
@@ -293,6 +296,14 @@ impl FileTable {
             let blob = match &mut f.kind {
                 FileKind::Unlinked { data, .. } => Some(data),
                 FileKind::Pipe { data: Some(d), .. } | FileKind::Fifo { data: Some(d), .. } | FileKind::UnixPair { data: Some(d), .. } => Some(d),
+                FileKind::TcpConnection { state, .. } => {
+                    for b in [&mut state.send, &mut state.recv].into_iter().flatten() {
+                        if let Some(s) = sums.get(&b.off) {
+                            b.xxh3 = *s;
+                        }
+                    }
+                    None
+                }
                 _ => None,
             };
             if let Some(b) = blob {

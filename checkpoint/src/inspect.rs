@@ -117,7 +117,7 @@ fn file_target(f: &FileImage) -> String {
         } => format!("{path} (fifo pipe:[{pipe}]){}", queued(data)),
         FileKind::Memfd { shmem } => format!("memfd shmem {shmem}"),
         FileKind::Inherited { key } => format!("inherited {key}"),
-        k => crate::events::describe(k).or_else(|| crate::sockets::describe(k)).or_else(|| crate::unix::describe(k)).unwrap_or_default(),
+        k => crate::events::describe(k).or_else(|| crate::sockets::describe(k)).or_else(|| crate::unix::describe(k)).or_else(|| crate::tcp::describe(k)).unwrap_or_default(),
     }
 }
 

@@ -30,6 +30,7 @@ mod shmem;
 mod sockets;
 pub mod sys;
 mod task;
+mod tcp;
 mod timers;
 mod unix;
 pub mod validate;

@@ -419,6 +419,29 @@ pub struct FileImage {
     pub owner: Option<FileOwner>,
 }
 
+/// What `TCP_REPAIR` reads of an established connection.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TcpState {
+    /// Sequence number after the last byte written (`TCP_QUEUE_SEQ` of the
+    /// send queue) and after the last byte received (of the receive queue).
+    pub snd_seq: u32,
+    pub rcv_seq: u32,
+    /// The send queue (sent but not acknowledged, then not yet sent: the
+    /// last `unsent` bytes) and the receive queue (received, not read).
+    pub send: Option<Blob>,
+    pub unsent: u32,
+    pub recv: Option<Blob>,
+    /// `TCPI_OPT_*` (timestamps 1, SACK 2, window scaling 4), the window
+    /// scales, the MSS and the timestamp clock (`TCP_TIMESTAMP`).
+    pub tcp_options: u8,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub mss: u32,
+    pub timestamp: u32,
+    /// `TCP_REPAIR_WINDOW`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: [u32; 5],
+}
+
 /// The process `F_SETOWN` named for a file (a process of the tree that
 /// holds the file; `thread`: its main thread, `F_OWNER_TID`), and the
 /// signal `F_SETSIG` chose (0: SIGIO).
@@ -472,6 +495,9 @@ pub enum FileKind {
     /// kernel reports them (receive, send); `data`, the bytes waiting to be
     /// read on this end (stream sockets only).
     UnixPair { ty: i32, pair: u64, end: u8, shutdown: u8, data: Option<Blob> },
+    /// An established TCP connection whose peer is also in the tree
+    /// (`crate::tcp`).
+    TcpConnection { family: i32, local: String, peer: String, options: SocketOptions, state: TcpState },
     /// A listening Unix socket of type `ty` bound to `name` (a path, or an
     /// abstract name starting with a 0 byte), with its backlog; for a path,
     /// the socket file's mode and owner.

@@ -3,9 +3,10 @@
 //! they were), IPv4 and IPv6. That is what an idle server holds.
 //!
 //! The dump takes a duplicate of the socket with `pidfd_getfd` and reads
-//! it with `getsockname`, `getpeername`, `getsockopt` and `TCP_INFO`. It
-//! refuses, naming the task, fd and address (the tree keeps running):
-//! TCP connections in any state but listening or closed, a listener with
+//! it with `getsockname`, `getpeername`, `getsockopt` and `TCP_INFO`;
+//! established connections go to [`crate::tcp`]. It refuses, naming the
+//! task, fd and address (the tree keeps running): TCP sockets in any state
+//! but listening, closed or established, a listener with
 //! connections waiting to be accepted, a UDP socket with queued datagrams,
 //! a socket bound to a device, one made in another network namespace than
 //! its task's, and every other family (netlink, packet...) or type. Unix
@@ -33,7 +34,7 @@ const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
 
 /// The kind of socket fd `fd` of task `pid` (`link` = "socket:[ino]").
-pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &mut Copier) -> Result<FileKind> {
+pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &mut Copier, repaired: &mut crate::tcp::Repaired) -> Result<FileKind> {
     let unsupported = |what: String| Error::Unsupported { pid: vpid, what: format!("fd {fd} ({link}, {what})") };
     let io = |what: &str| {
         let what = format!("{what} of socket fd {fd} of task {vpid}");
@@ -72,6 +73,7 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &
     let peer = net::sock_addr(s, true).map_err(io("read the peer"))?;
     let at = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "unbound".into());
     let mut backlog = None;
+    let mut established = false;
     if stream {
         let (state, waiting, max) = net::tcp_info(s).map_err(io("read TCP_INFO"))?;
         match state {
@@ -80,9 +82,7 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &
             }
             TCP_LISTEN => backlog = Some(max as i32),
             TCP_CLOSE => {}
-            TCP_ESTABLISHED => {
-                return Err(unsupported(format!("TCP connection {} -> {}: connections cannot be saved", at(local), at(peer))));
-            }
+            TCP_ESTABLISHED => established = true,
             st => return Err(unsupported(format!("TCP socket {} in state {st}: connections cannot be saved", at(local)))),
         }
     } else {
@@ -100,6 +100,12 @@ pub fn dump(pid: i32, vpid: i32, fd: i32, link: &str, w: &PagesWriter, copier: &
         v6only: family == libc::AF_INET6 && flag(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "read IPV6_V6ONLY")?,
         nodelay: stream && flag(libc::IPPROTO_TCP, libc::TCP_NODELAY, "read TCP_NODELAY")?,
     };
+    if established {
+        let (Some(l), Some(p)) = (local, peer) else { return Err(unsupported("TCP connection without addresses".into())) };
+        let state = crate::tcp::dump(dup, options.reuseaddr, w, copier, repaired)
+            .map_err(|e| unsupported(format!("TCP connection {l} -> {p}, whose state cannot be read: {e}")))?;
+        return Ok(FileKind::TcpConnection { family, local: l.to_string(), peer: p.to_string(), options, state });
+    }
     Ok(FileKind::InetSocket {
         family,
         stream,

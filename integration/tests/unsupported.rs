@@ -71,15 +71,26 @@ fn refused_dump(pid: u32, image: &Path) -> String {
 fn a_tcp_connection_is_refused_and_the_tree_runs_on() {
     let tmp = TempDir::new("stasis-unsupported");
     let bin = build(tmp.path(), "tcp_connection");
-    let mut child = start(&bin, &[tmp.path().as_os_str()]);
+    // The peer, outside the tree: echoes every byte until the end.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut c, _) = echo.accept().expect("accept");
+        let mut b = [0u8; 1];
+        while c.read_exact(&mut b).is_ok() && c.write_all(&b).is_ok() {}
+    });
+    let port_arg = echo_port.to_string();
+    let mut child = start(&bin, &[tmp.path().as_os_str(), port_arg.as_ref()]);
     let pid = child.id();
     let (n0, port) = wait_beyond(tmp.path(), 0);
     let err = refused_dump(pid, &tmp.path().join("img"));
-    // fd 3, the listener, would be saved; fd 4 is a connection.
+    // fd 3, the listener, would be saved; fd 4 is a connection to a
+    // peer outside the tree. (The dump held it in repair mode until it
+    // found that out: the echoes below show it left repair mode again.)
     assert!(
-        err.contains(&format!("task {pid}: fd 4 (socket:["))
-            && err.contains("], TCP connection 127.0.0.1:")
-            && err.contains(&format!(" -> 127.0.0.1:{port}: connections cannot be saved)"))
+        err.contains(&format!("task {pid}: fd 4 (TCP connection 127.0.0.1:"))
+            && err.contains(&format!(" -> 127.0.0.1:{echo_port}: the peer is not in the checkpoint; only connections inside it are saved)"))
             && err.contains("cannot be checkpointed"),
         "message must name the task, fd, kind and addresses: {err}"
     );

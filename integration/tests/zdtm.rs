@@ -117,6 +117,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("sched_attrs", Mode::LeaveRunning),
     ("vma_attrs", Mode::Kill),
     ("vma_attrs", Mode::LeaveRunning),
+    ("tcp_loopback", Mode::Kill),
+    ("tcp_loopback", Mode::LeaveRunning),
 ];
 
 
@@ -327,6 +329,7 @@ zdtm_tests!(
     posix_timers,
     sched_attrs,
     vma_attrs,
+    tcp_loopback,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

@@ -442,7 +442,10 @@ fn open_shared(plan: &Plan) -> R<()> {
     let mut pipes: std::collections::HashMap<u64, (i32, i32)> = Default::default();
     let mut pairs: std::collections::HashMap<u64, (i32, i32)> = Default::default();
     let mut keepers = Vec::new();
-    for f in &tree.files {
+    // TCP connections last: in repair mode they bind over the listeners
+    // that share their ports, which could not bind over them.
+    let tcp = |f: &&crate::model::FileImage| matches!(f.kind, FileKind::TcpConnection { .. });
+    for f in tree.files.iter().filter(|f| !tcp(f)).chain(tree.files.iter().filter(tcp)) {
         let at = plan.file_fd[f.id as usize];
         let fd = match &f.kind {
             FileKind::UnixPair { .. } => open_unix_end(plan, f, &mut pairs)?,
@@ -456,6 +459,11 @@ fn open_shared(plan: &Plan) -> R<()> {
         // O_ASYNC records the fd number it is set through: see set_owners.
         // SAFETY: setting status flags on our own fd.
         unsafe { libc::fcntl(at, libc::F_SETFL, f.flags & !libc::O_ASYNC) };
+    }
+    // Once both ends of every connection exist: out of repair mode (which
+    // sends a window probe the peer must be there to take).
+    for f in tree.files.iter().filter(tcp) {
+        crate::tcp::finish(plan.file_fd[f.id as usize], &f.kind, |b| blob_bytes(plan, b))?;
     }
     // After every end has its queued bytes: ends whose sending side was shut.
     for f in &tree.files {
@@ -591,6 +599,7 @@ fn open_one(
         }
         FileKind::EventFd { .. } | FileKind::SignalFd { .. } | FileKind::TimerFd { .. } | FileKind::Epoll { .. } => crate::events::open(&f.kind),
         FileKind::InetSocket { .. } => crate::sockets::open(&f.kind),
+        FileKind::TcpConnection { .. } => crate::tcp::open(&f.kind, |b| blob_bytes(plan, b)),
         FileKind::UnixPair { .. } => Err("unix socket pairs are opened apart".into()),
         FileKind::UnixListener { .. } => crate::unix::open_listener(&f.kind),
         FileKind::Memfd { shmem } => {

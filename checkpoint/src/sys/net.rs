@@ -305,6 +305,89 @@ fn parse_unix_diag(b: &[u8], ino: u32) -> io::Result<UnixDiag> {
     Ok(d)
 }
 
+/// The state of an established TCP connection that `TCP_INFO` gives:
+/// `tcpi_options` (`TCPI_OPT_*`), send and receive window scales, and the
+/// MSS the kernel sends with.
+pub fn tcp_info_options(fd: RawFd) -> io::Result<(u8, u8, u8, u32)> {
+    // SAFETY: all-zero bytes are a valid tcp_info.
+    let mut ti: libc::tcp_info = unsafe { zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `ti`.
+    if unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut ti as *mut libc::tcp_info).cast(), &mut len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ti.tcpi_options, ti.tcpi_snd_rcv_wscale & 0xf, ti.tcpi_snd_rcv_wscale >> 4, ti.tcpi_snd_mss))
+}
+
+/// `TCP_REPAIR_WINDOW`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+pub fn tcp_repair_window(fd: RawFd) -> io::Result<[u32; 5]> {
+    let mut w = [0u32; 5];
+    let mut len = size_of::<[u32; 5]>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `w`.
+    if unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, w.as_mut_ptr().cast(), &mut len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(w)
+}
+
+pub fn set_tcp_repair_window(fd: RawFd, w: &[u32; 5]) -> io::Result<()> {
+    // SAFETY: the kernel reads 20 bytes from `w`.
+    if unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, w.as_ptr().cast(), size_of::<[u32; 5]>() as libc::socklen_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `TCP_REPAIR_OPTIONS`: (option code, value) pairs, `struct tcp_repair_opt`.
+pub fn set_tcp_repair_options(fd: RawFd, opts: &[(u32, u32)]) -> io::Result<()> {
+    let flat: Vec<u32> = opts.iter().flat_map(|&(c, v)| [c, v]).collect();
+    // SAFETY: the kernel reads `flat.len() * 4` bytes from `flat`.
+    if unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, flat.as_ptr().cast(), (flat.len() * 4) as libc::socklen_t) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An int-valued socket ioctl (`SIOCINQ`, `SIOCOUTQ`, `SIOCOUTQNSD`).
+pub fn ioctl_int(fd: RawFd, req: libc::c_ulong) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: these requests write one int.
+    if unsafe { libc::ioctl(fd, req as _, &mut v) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// `recv(MSG_PEEK | MSG_DONTWAIT)` of up to `len` bytes.
+pub fn peek(fd: RawFd, len: usize) -> io::Result<Vec<u8>> {
+    let mut data = vec![0u8; len];
+    // SAFETY: the kernel writes at most `len` bytes into `data`.
+    let n = unsafe { libc::recv(fd, data.as_mut_ptr().cast(), len, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    data.truncate(n as usize);
+    Ok(data)
+}
+
+/// `send` of all of `data` (a TCP socket in repair mode takes it into the
+/// queue chosen with `TCP_REPAIR_QUEUE`).
+pub fn send_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: the kernel reads at most `data.len()` bytes from `data`.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,23 @@ pub(super) fn check_socket(who: &str, kind: &FileKind) -> Result<(), ImageError>
     Ok(())
 }
 
+/// An established TCP connection: two addresses of its family, queues no
+/// larger than socket buffers get, options TCP allows.
+pub(super) fn check_tcp(who: &str, kind: &FileKind) -> Result<(), ImageError> {
+    let FileKind::TcpConnection { family, local, peer, state: s, .. } = kind else { return Ok(()) };
+    let v6 = *family == libc::AF_INET6;
+    let addrs_ok = [local, peer].iter().all(|a| a.parse::<std::net::SocketAddr>().is_ok_and(|a| a.is_ipv6() == v6));
+    if ![libc::AF_INET, libc::AF_INET6].contains(family) || !addrs_ok || local == peer {
+        bail!("{who}: TCP connection {local:?} -> {peer:?} of family {family} invalid");
+    }
+    let len = |b: &Option<crate::model::Blob>| b.map_or(0, |b| b.len);
+    let queues_ok = len(&s.send) <= MAX_TCP_QUEUE && len(&s.recv) <= MAX_TCP_QUEUE && u64::from(s.unsent) <= len(&s.send);
+    if !queues_ok || s.snd_wscale > 14 || s.rcv_wscale > 14 || s.tcp_options & !7 != 0 || !(1..=65535).contains(&s.mss) {
+        bail!("{who}: TCP connection state {s:?} invalid");
+    }
+    Ok(())
+}
+
 /// Every epoll instance belongs to a live task of the image that holds it,
 /// and each watch names an fd of that task and the file behind that fd.
 pub(super) fn check_epolls(t: &TreeImage, index: &HashMap<i32, usize>) -> Result<(), ImageError> {

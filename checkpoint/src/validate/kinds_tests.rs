@@ -311,3 +311,27 @@ fn sysv_semaphores_and_queues() {
     x.msg_queues.push(x.msg_queues[0].clone());
     expect(|y| *y = x, "message queue 0 (mode 0o600, 2 messages, 10 of 16384 bytes) invalid, repeated");
 }
+
+#[test]
+fn tcp_connections() {
+    let conn = |local: &str, peer: &str, state: TcpState| FileKind::TcpConnection {
+        family: libc::AF_INET,
+        local: local.into(),
+        peer: peer.into(),
+        options: SocketOptions::default(),
+        state,
+    };
+    let ok = TcpState { mss: 65483, tcp_options: 7, snd_wscale: 7, rcv_wscale: 7, send: Some(Blob { off: 6 * PAGE_SIZE, len: 5, xxh3: 0 }), unsent: 2, ..Default::default() };
+    validate(&with_socket(conn("127.0.0.1:5000", "127.0.0.1:41000", ok)), PAGES_LEN).unwrap();
+    let cases = [
+        (conn("127.0.0.1:5000", "[::1]:41000", ok), "file 5: TCP connection \"127.0.0.1:5000\" -> \"[::1]:41000\" of family 2 invalid"),
+        (conn("127.0.0.1:5000", "127.0.0.1:5000", ok), "of family 2 invalid"),
+        (conn("127.0.0.1:5000", "127.0.0.1:41000", TcpState { unsent: 6, ..ok }), "file 5: TCP connection state"),
+        (conn("127.0.0.1:5000", "127.0.0.1:41000", TcpState { snd_wscale: 15, ..ok }), "TCP connection state"),
+        (conn("127.0.0.1:5000", "127.0.0.1:41000", TcpState { mss: 0, ..ok }), "TCP connection state"),
+        (conn("127.0.0.1:5000", "127.0.0.1:41000", TcpState { recv: Some(Blob { off: 60 * PAGE_SIZE, len: 5, xxh3: 0 }), ..ok }), "file 5: pages.img: blob"),
+    ];
+    for (kind, needle) in cases {
+        expect_sock(kind, needle);
+    }
+}

@@ -28,6 +28,9 @@ pub const MAX_LOCKS: usize = 1 << 16;
 pub const MAX_IPC: usize = 32768;
 /// Messages of one queue (the kernel's bound is the queue's byte limit).
 pub const MAX_MESSAGES: usize = 1 << 20;
+/// Bytes queued on one TCP connection, each way (`net.core.rmem_max` and
+/// `wmem_max` are far lower by default).
+pub const MAX_TCP_QUEUE: u64 = 1 << 30;
 /// POSIX timers of one process (each is three injected calls at restore).
 pub const MAX_POSIX_TIMERS: usize = 1 << 16;
 pub const PID_MAX: i32 = 4_194_304;
@@ -63,7 +66,7 @@ macro_rules! bail {
 }
 
 mod kinds;
-use kinds::{check_epolls, check_event_file, check_ipc, check_posix_timers, check_socket};
+use kinds::{check_epolls, check_event_file, check_ipc, check_posix_timers, check_socket, check_tcp};
 
 fn check_path(what: &str, p: &str) -> Result<(), ImageError> {
     if !p.starts_with('/') {
@@ -320,6 +323,12 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                 None => bail!("{who}: memfd refers to missing shmem {id}"),
             },
             FileKind::InetSocket { .. } => check_socket(&who, &f.kind)?,
+            FileKind::TcpConnection { state, .. } => {
+                check_tcp(&who, &f.kind)?;
+                for b in [&state.send, &state.recv].into_iter().flatten() {
+                    check_blob_in(&who, b, pages_len)?;
+                }
+            }
             FileKind::UnixPair { ty, pair, end, shutdown, data } => {
                 if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(ty) || *end > 1 || shutdown & !3 != 0 {
                     bail!("{who}: unix socket type {ty}, end {end} or shutdown {shutdown} invalid");

@@ -85,6 +85,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("posix_timers", true, &[], &["delete", "period", "thread"]),
     prog("sched_attrs", true, &[], &["nice", "slack", "thp", "io", "affinity"]),
     prog("vma_attrs", true, &[], &["unlock", "lockall"]),
+    prog("tcp_loopback", true, &[], &["data", "close"]),
 ];
 
 
