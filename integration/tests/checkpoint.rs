@@ -601,6 +601,75 @@ fn a_container_keeps_its_sysv_semaphores_and_message_queue() {
     drop((run, restored));
 }
 
+/// A named network namespace with loopback up, as podman, CRI-O or CNI
+/// give a container before runc creates or restores it; removed on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> NetNs {
+        let name = unique_id("stasis-net");
+        let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status().expect("run ip").success();
+        assert!(ip(&["netns", "add", &name]), "ip netns add {name}");
+        let ns = NetNs(name);
+        assert!(ip(&["-n", &ns.0, "link", "set", "lo", "up"]), "bring lo up in {}", ns.0);
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Two processes of a container talking over loopback TCP
+/// (`workloads/tcploop.c`: 64 KiB blocks checked both ways) go on over
+/// the same connection after a checkpoint and restore into the container's
+/// network namespace, and after a leave-running checkpoint.
+#[test]
+fn a_tcp_connection_inside_a_container_goes_on_after_restore() {
+    let (rt, dir, netns) = (Runtime::stasis(), TempDir::new("stasis-tcp"), NetNs::new());
+    let bundle = stasis_integration::Bundle::busybox(&["/bin/tcploop"]);
+    stasis_integration::build_workload("tcploop", &bundle.rootfs().join("bin/tcploop"));
+    let path = netns.path();
+    bundle.edit_config(|c| {
+        let list = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        list.retain(|n| n["type"] != "network");
+        list.push(serde_json::json!({ "type": "network", "path": path }));
+    });
+    let id = unique_id("cr-tcp");
+    let _guard = rt.adopt(&id);
+    let run = run_counter(&rt, &bundle, &id);
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
+    let at = progress(&bundle).expect("state");
+    assert_eq!(at.errors, 0);
+    assert_gone(&rt, &id, &bundle);
+    let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
+    for end in ["tcp connection 127.0.0.1:7000 -> 127.0.0.1:", "-> 127.0.0.1:7000 (", "tcp socket listening on 127.0.0.1:7000"] {
+        assert!(shown.contains(end), "no {end:?} in:\n{shown}");
+    }
+
+    let restored = restore(&rt, &image, &bundle, &id, &[]);
+    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
+    let later = wait_beyond(&bundle, at.iter + 10);
+    assert_eq!((later.pid, later.errors), (1, 0), "after the restore");
+
+    let again = dir.path().join("again");
+    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &again, &id])).ok();
+    let after = wait_beyond(&bundle, progress(&bundle).unwrap().iter + 10);
+    assert_eq!((after.pid, after.errors), (1, 0), "after a leave-running checkpoint");
+    rt.exec(&["kill", &id, "KILL"]).ok();
+    rt.wait_status(&id, "stopped", WAIT);
+    rt.exec(&["delete", &id]).ok();
+    assert_gone(&rt, &id, &bundle);
+    drop((run, restored));
+}
+
 /// Brings up loopback in the network namespace of `pid` (runc leaves it
 /// down; CNI would configure it) and fetches `/` from port 8080 there: the
 /// body of a 200 answer.
