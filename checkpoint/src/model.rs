@@ -494,7 +494,18 @@ pub enum FileKind {
     /// `shutdown` holds `SHUT_RD` (1) / `SHUT_WR` (2)-like bits as the
     /// kernel reports them (receive, send); `data`, the bytes waiting to be
     /// read on this end (stream sockets only).
-    UnixPair { ty: i32, pair: u64, end: u8, shutdown: u8, data: Option<Blob> },
+    /// `name`: the address the end is bound to, for connections made
+    /// through a named listener (the accepted end has the listener's; a
+    /// client that bound itself first, its own).
+    UnixPair {
+        ty: i32,
+        pair: u64,
+        end: u8,
+        shutdown: u8,
+        data: Option<Blob>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<Vec<u8>>,
+    },
     /// An established TCP connection whose peer is also in the tree
     /// (`crate::tcp`).
     TcpConnection { family: i32, local: String, peer: String, options: SocketOptions, state: TcpState },

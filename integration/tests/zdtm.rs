@@ -119,6 +119,8 @@ const ENABLED: &[(&str, Mode)] = &[
     ("vma_attrs", Mode::LeaveRunning),
     ("tcp_loopback", Mode::Kill),
     ("tcp_loopback", Mode::LeaveRunning),
+    ("unix_connected", Mode::Kill),
+    ("unix_connected", Mode::LeaveRunning),
 ];
 
 
@@ -330,6 +332,7 @@ zdtm_tests!(
     sched_attrs,
     vma_attrs,
     tcp_loopback,
+    unix_connected,
 );
 
 /// PROGRAMS, the generated tests, ENABLED and the zdtm/*.c files agree.

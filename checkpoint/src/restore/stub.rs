@@ -442,10 +442,15 @@ fn open_shared(plan: &Plan) -> R<()> {
     let mut pipes: std::collections::HashMap<u64, (i32, i32)> = Default::default();
     let mut pairs: std::collections::HashMap<u64, (i32, i32)> = Default::default();
     let mut keepers = Vec::new();
-    // TCP connections last: in repair mode they bind over the listeners
-    // that share their ports, which could not bind over them.
+    // Unix pairs first: one connected through a named listener is made
+    // with a listener of the moment bound to that name, before the tree's
+    // own listener binds it. TCP connections last: in repair mode they bind
+    // over the listeners that share their ports, which could not bind over
+    // them.
     let tcp = |f: &&crate::model::FileImage| matches!(f.kind, FileKind::TcpConnection { .. });
-    for f in tree.files.iter().filter(|f| !tcp(f)).chain(tree.files.iter().filter(tcp)) {
+    let pair = |f: &&crate::model::FileImage| matches!(f.kind, FileKind::UnixPair { .. });
+    let others = tree.files.iter().filter(|f| !tcp(f) && !pair(f));
+    for f in tree.files.iter().filter(pair).chain(others).chain(tree.files.iter().filter(tcp)) {
         let at = plan.file_fd[f.id as usize];
         let fd = match &f.kind {
             FileKind::UnixPair { .. } => open_unix_end(plan, f, &mut pairs)?,
@@ -499,9 +504,30 @@ fn open_unix_end(plan: &Plan, f: &crate::model::FileImage, pairs: &mut std::coll
         Some(e) => *e,
         None => {
             let mut p = [0i32; 2];
-            // SAFETY: socketpair fills a 2-int array.
-            if unsafe { libc::socketpair(libc::AF_UNIX, *ty, 0, p.as_mut_ptr()) } < 0 {
-                return Err(errno("socketpair"));
+            // The names of the two ends, if the pair was connected through one.
+            let mut names: [Option<&[u8]>; 2] = [None, None];
+            for g in &plan.tree.files {
+                if let FileKind::UnixPair { pair: q, end: e, name: Some(n), .. } = &g.kind {
+                    if q == pair {
+                        names[usize::from(*e & 1)] = Some(n.as_slice());
+                    }
+                }
+            }
+            if names.iter().any(Option::is_some) {
+                // The accepted end has the name of a listener; a client
+                // bound to a name of its own has one nobody listens on.
+                let listened = |n: &[u8]| plan.tree.files.iter().any(|g| matches!(&g.kind, FileKind::UnixListener { name, .. } if name == n));
+                let server = match names {
+                    [Some(_), None] => 0,
+                    [None, Some(_)] => 1,
+                    _ => usize::from(!names[0].is_some_and(listened) && names[1].is_some_and(listened)),
+                };
+                (p[0], p[1]) = crate::unix::connect_named(*ty, names, server)?;
+            } else {
+                // SAFETY: socketpair fills a 2-int array.
+                if unsafe { libc::socketpair(libc::AF_UNIX, *ty, 0, p.as_mut_ptr()) } < 0 {
+                    return Err(errno("socketpair"));
+                }
             }
             let e = (lift(p[0], plan.top())?, lift(p[1], plan.top())?);
             pairs.insert(*pair, e);

@@ -139,6 +139,26 @@ pub fn unix_name(fd: RawFd) -> io::Result<Option<Vec<u8>>> {
 
 /// Binds Unix socket `fd` to `name` (as [`unix_name`] gives it).
 pub fn unix_bind(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = unix_addr(name)?;
+    // SAFETY: the kernel reads `len` bytes of `sa`.
+    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_un).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Connects Unix socket `fd` to `name` (a path, or an abstract name
+/// starting with a 0 byte).
+pub fn unix_connect(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = unix_addr(name)?;
+    // SAFETY: the kernel reads `len` bytes of `sa`.
+    if unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_un).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn unix_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: all-zero bytes are a valid sockaddr_un.
     let mut sa: libc::sockaddr_un = unsafe { zeroed() };
     if name.is_empty() || name.len() >= sa.sun_path.len() {
@@ -149,11 +169,7 @@ pub fn unix_bind(fd: RawFd, name: &[u8]) -> io::Result<()> {
         *d = c as libc::c_char;
     }
     let len = size_of::<libc::sa_family_t>() + name.len() + usize::from(name[0] != 0);
-    // SAFETY: the kernel reads `len` bytes of `sa`.
-    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_un).cast(), len as libc::socklen_t) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok((sa, len as libc::socklen_t))
 }
 
 /// The bytes queued for reading on stream socket `fd`, left in place

@@ -125,7 +125,7 @@ fn inet_sockets() {
 }
 
 fn pair_end(id: u32, end: u8, ty: i32, data: Option<Blob>) -> FileImage {
-    file(id, FileKind::UnixPair { ty, pair: 77, end, shutdown: 0, data })
+    file(id, FileKind::UnixPair { ty, pair: 77, end, shutdown: 0, data, name: None })
 }
 
 /// The sample tree plus a stream pair (files 5, 6) in task 1, 5 bytes
@@ -334,4 +334,24 @@ fn tcp_connections() {
     for (kind, needle) in cases {
         expect_sock(kind, needle);
     }
+}
+
+#[test]
+fn named_unix_connections() {
+    let named = |ty: i32, name: &[u8]| {
+        with_pair(|e| {
+            for x in e.iter_mut() {
+                if let FileKind::UnixPair { ty: t, data, name: n, .. } = &mut x.kind {
+                    *t = ty;
+                    *data = None;
+                    *n = Some(name.to_vec());
+                }
+            }
+        })
+    };
+    validate(&named(libc::SOCK_STREAM, b"/run/php-fpm.sock"), PAGES_LEN).unwrap();
+    validate(&named(libc::SOCK_SEQPACKET, b"\0abstract"), PAGES_LEN).unwrap();
+    expect(|t| *t = named(libc::SOCK_DGRAM, b"/dev/log"), "file 5: unix socket of type 2 named with 8 bytes");
+    expect(|t| *t = named(libc::SOCK_STREAM, &[b'/'; 108]), "named with 108 bytes");
+    expect(|t| *t = named(libc::SOCK_STREAM, b"run/x.sock"), "file 5: path \"run/x.sock\" is not absolute");
 }

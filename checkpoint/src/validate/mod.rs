@@ -329,7 +329,16 @@ pub fn validate(tree: &TreeImage, pages_len: u64) -> Result<(), ImageError> {
                     check_blob_in(&who, b, pages_len)?;
                 }
             }
-            FileKind::UnixPair { ty, pair, end, shutdown, data } => {
+            FileKind::UnixPair { ty, pair, end, shutdown, data, name } => {
+                if let Some(n) = name {
+                    if *ty == libc::SOCK_DGRAM || n.is_empty() || n.len() >= 108 {
+                        bail!("{who}: unix socket of type {ty} named with {} bytes", n.len());
+                    }
+                    if n[0] != 0 {
+                        let path = std::str::from_utf8(n).map_err(|_| ImageError::Invalid(format!("{who}: socket path is not UTF-8")))?;
+                        check_path(&who, path)?;
+                    }
+                }
                 if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(ty) || *end > 1 || shutdown & !3 != 0 {
                     bail!("{who}: unix socket type {ty}, end {end} or shutdown {shutdown} invalid");
                 }

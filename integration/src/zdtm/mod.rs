@@ -86,6 +86,7 @@ pub const PROGRAMS: &[Prog] = &[
     prog("sched_attrs", true, &[], &["nice", "slack", "thp", "io", "affinity"]),
     prog("vma_attrs", true, &[], &["unlock", "lockall"]),
     prog("tcp_loopback", true, &[], &["data", "close"]),
+    prog("unix_connected", true, &[], &["data", "peer"]),
 ];
 
 
