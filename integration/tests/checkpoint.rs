@@ -560,6 +560,39 @@ fn an_event_loop_keeps_its_timer_watches_and_signalfd() {
     drop(run);
 }
 
+/// The life both workload tests below check, for a container `id` of
+/// `bundle` running a workload that reports like the counter: a
+/// checkpoint whose image `inspect` shows each of `shown`, a restore after
+/// which it goes on without an error as pid 1, a leave-running checkpoint
+/// after which it goes on again, then kill and delete, nothing left.
+fn checkpoint_restore_and_go_on(rt: &Runtime, bundle: &stasis_integration::Bundle, dir: &TempDir, id: &str, shown: &[&str]) {
+    let run = run_counter(rt, bundle, id);
+    let image = dir.path().join("img");
+    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
+    let at = progress(bundle).expect("state");
+    assert_eq!(at.errors, 0);
+    assert_gone(rt, id, bundle);
+    let text = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
+    for line in shown {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+
+    let restored = restore(rt, &image, bundle, id, &[]);
+    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
+    let later = wait_beyond(bundle, at.iter + 10);
+    assert_eq!((later.pid, later.errors), (1, 0), "after the restore");
+
+    let again = dir.path().join("again");
+    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &again, &id])).ok();
+    let after = wait_beyond(bundle, progress(bundle).unwrap().iter + 10);
+    assert_eq!((after.pid, after.errors), (1, 0), "after a leave-running checkpoint");
+    rt.exec(&["kill", id, "KILL"]).ok();
+    rt.wait_status(id, "stopped", WAIT);
+    rt.exec(&["delete", id]).ok();
+    assert_gone(rt, id, bundle);
+    drop((run, restored));
+}
+
 /// A container's SysV semaphore sets and message queue (its own IPC
 /// namespace; `workloads/sysvipc.c` checks ids, values, modes and messages
 /// every iteration) come back with their ids and contents, after a
@@ -574,31 +607,8 @@ fn a_container_keeps_its_sysv_semaphores_and_message_queue() {
     stasis_integration::build_workload("sysvipc", &bundle.rootfs().join("bin/sysvipc"));
     let id = unique_id("cr-ipc");
     let _guard = rt.adopt(&id);
-    let run = run_counter(&rt, &bundle, &id);
-    let image = dir.path().join("img");
-    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
-    let at = progress(&bundle).expect("state");
-    assert_eq!(at.errors, 0);
-    assert_gone(&rt, &id, &bundle);
-    let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
-    for line in ["(key 0x5354, mode 640): values [1, 42, 7]", "(key 0x0, mode 600): values [3]", "(key 0x4d53, mode 600): 3 messages, 1011 of 8192 bytes"] {
-        assert!(shown.contains(line), "no {line:?} in:\n{shown}");
-    }
-
-    let restored = restore(&rt, &image, &bundle, &id, &[]);
-    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
-    let later = wait_beyond(&bundle, at.iter + 10);
-    assert_eq!((later.pid, later.errors), (1, 0), "after the restore");
-
-    let again = dir.path().join("again");
-    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &again, &id])).ok();
-    let after = wait_beyond(&bundle, progress(&bundle).unwrap().iter + 10);
-    assert_eq!((after.pid, after.errors), (1, 0), "after a leave-running checkpoint");
-    rt.exec(&["kill", &id, "KILL"]).ok();
-    rt.wait_status(&id, "stopped", WAIT);
-    rt.exec(&["delete", &id]).ok();
-    assert_gone(&rt, &id, &bundle);
-    drop((run, restored));
+    let shown = ["(key 0x5354, mode 640): values [1, 42, 7]", "(key 0x0, mode 600): values [3]", "(key 0x4d53, mode 600): 3 messages, 1011 of 8192 bytes"];
+    checkpoint_restore_and_go_on(&rt, &bundle, &dir, &id, &shown);
 }
 
 /// A named network namespace with loopback up, as podman, CRI-O or CNI
@@ -643,31 +653,8 @@ fn a_tcp_connection_inside_a_container_goes_on_after_restore() {
     });
     let id = unique_id("cr-tcp");
     let _guard = rt.adopt(&id);
-    let run = run_counter(&rt, &bundle, &id);
-    let image = dir.path().join("img");
-    rt.exec(&argv(&[&"checkpoint", &"--image-path", &image, &id])).ok();
-    let at = progress(&bundle).expect("state");
-    assert_eq!(at.errors, 0);
-    assert_gone(&rt, &id, &bundle);
-    let shown = rt.exec(&argv(&[&"inspect", &image])).ok().stdout;
-    for end in ["tcp connection 127.0.0.1:7000 -> 127.0.0.1:", "-> 127.0.0.1:7000 (", "tcp socket listening on 127.0.0.1:7000"] {
-        assert!(shown.contains(end), "no {end:?} in:\n{shown}");
-    }
-
-    let restored = restore(&rt, &image, &bundle, &id, &[]);
-    assert_eq!(restored.code, 0, "restore: {}", restored.stderr);
-    let later = wait_beyond(&bundle, at.iter + 10);
-    assert_eq!((later.pid, later.errors), (1, 0), "after the restore");
-
-    let again = dir.path().join("again");
-    rt.exec(&argv(&[&"checkpoint", &"--leave-running", &"--image-path", &again, &id])).ok();
-    let after = wait_beyond(&bundle, progress(&bundle).unwrap().iter + 10);
-    assert_eq!((after.pid, after.errors), (1, 0), "after a leave-running checkpoint");
-    rt.exec(&["kill", &id, "KILL"]).ok();
-    rt.wait_status(&id, "stopped", WAIT);
-    rt.exec(&["delete", &id]).ok();
-    assert_gone(&rt, &id, &bundle);
-    drop((run, restored));
+    let shown = ["tcp connection 127.0.0.1:7000 -> 127.0.0.1:", "-> 127.0.0.1:7000 (", "tcp socket listening on 127.0.0.1:7000"];
+    checkpoint_restore_and_go_on(&rt, &bundle, &dir, &id, &shown);
 }
 
 /// Brings up loopback in the network namespace of `pid` (runc leaves it

@@ -37,21 +37,6 @@
 #define MORE (1 << 20)
 static char q[Q], buf[MORE];
 
-static int read_full(int fd, char *b, size_t n)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = read(fd, b + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		got += r;
-	}
-	return 0;
-}
-
 static void addr_of(int fd, int peer, char *out, size_t n)
 {
 	struct sockaddr_storage ss;
@@ -106,11 +91,11 @@ static int child(int s, int go)
 		shutdown(s, SHUT_RDWR);
 		return 0;
 	}
-	if (read_full(s, buf, Q) || zdtm_check_pat(buf, Q, 5, 0) >= 0)
+	if (zdtm_read_exact(s, buf, Q) || zdtm_check_pat(buf, Q, 5, 0) >= 0)
 		return 11;
 	if (write(s, "ack", 3) != 3)
 		return 12;
-	if (read_full(s, buf, MORE) || zdtm_check_pat(buf, MORE, 6, 0) >= 0)
+	if (zdtm_read_exact(s, buf, MORE) || zdtm_check_pat(buf, MORE, 6, 0) >= 0)
 		return 13;
 	close_reset(s);
 	return 0;
@@ -216,15 +201,15 @@ int main(int argc, char **argv)
 	ZCHECK(!strcmp(now, e3), "s2 %s, was %s", now, e3);
 	if (sent < Q && write(c1, q + sent, Q - sent) != (ssize_t)(Q - sent))
 		zdtm_err("the rest of the pattern: %s", strerror(errno));
-	ZCHECK(read_full(c1, m, 8) == 0 && !memcmp(m, "helloack", 8), "c1 read \"%.8s\", want \"helloack\"", m);
+	ZCHECK(zdtm_read_exact(c1, m, 8) == 0 && !memcmp(m, "helloack", 8), "c1 read \"%.8s\", want \"helloack\"", m);
 	zdtm_fill(buf, MORE, 6, 0);
 	ZCHECK(write(c1, buf, MORE) == MORE, "1 MiB more on c1: %s", strerror(errno));
 	while (waitpid(kid, &status, 0) < 0 && errno == EINTR)
 		;
 	ZCHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
 
-	ZCHECK(write(c2, "ping", 4) == 4 && read_full(s2, m, 4) == 0 && !memcmp(m, "ping", 4), "ping over ::1");
-	ZCHECK(write(s2, "pong", 4) == 4 && read_full(c2, m, 4) == 0 && !memcmp(m, "pong", 4), "pong over ::1");
+	ZCHECK(write(c2, "ping", 4) == 4 && zdtm_read_exact(s2, m, 4) == 0 && !memcmp(m, "ping", 4), "ping over ::1");
+	ZCHECK(write(s2, "pong", 4) == 4 && zdtm_read_exact(c2, m, 4) == 0 && !memcmp(m, "pong", 4), "pong over ::1");
 	ZCHECK(!getsockopt(c2, IPPROTO_TCP, TCP_NODELAY, &v, &len) && v, "TCP_NODELAY off on c2");
 	c3 = connect_to(AF_INET, p1);
 	a3 = accept(l1, NULL, NULL);

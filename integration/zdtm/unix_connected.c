@@ -59,21 +59,6 @@ static int unnamed_peer(int fd)
 	return !getpeername(fd, (struct sockaddr *)&got, &len) && len == sizeof(sa_family_t);
 }
 
-static int read_exact(int fd, char *b, size_t n)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = read(fd, b + got, n - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		got += r;
-	}
-	return 0;
-}
-
 static int child(int s1, int go, const struct sockaddr_un *a)
 {
 	char m[16], c;
@@ -82,7 +67,7 @@ static int child(int s1, int go, const struct sockaddr_un *a)
 		;
 	if (!named(s1, 0, a, sizeof(*a)) || !unnamed_peer(s1))
 		return 1;
-	if (read_exact(s1, m, 9) || memcmp(m, "to-server", 9))
+	if (zdtm_read_exact(s1, m, 9) || memcmp(m, "to-server", 9))
 		return 2;
 	return write(s1, "ack", 3) == 3 ? 0 : 3;
 }
@@ -148,7 +133,7 @@ int main(int argc, char **argv)
 	ZCHECK(zdtm_corrupt("peer") || (named(s2, 0, &b, lb) && named(s2, 1, &cb, lc)), "s2 lost its name or its peer's");
 	if (write(go[1], "g", 1) != 1)
 		zdtm_err("tell the child: %s", strerror(errno));
-	ZCHECK(read_exact(c1, m, 12) == 0 && !memcmp(m, "to-clientack", 12), "c1 read \"%.12s\"", m);
+	ZCHECK(zdtm_read_exact(c1, m, 12) == 0 && !memcmp(m, "to-clientack", 12), "c1 read \"%.12s\"", m);
 	while (waitpid(kid, &status, 0) < 0 && errno == EINTR)
 		;
 	ZCHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);

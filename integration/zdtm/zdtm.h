@@ -144,6 +144,23 @@ static __attribute__((unused)) ssize_t zdtm_read_file(const char *path, char *bu
 	return off;
 }
 
+/* Reads exactly `n` bytes (retrying on EINTR); -1 on error or end of file. */
+static __attribute__((unused)) int zdtm_read_exact(int fd, void *buf, size_t n)
+{
+	char *b = buf;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, b + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		got += r;
+	}
+	return 0;
+}
+
 static __attribute__((unused)) int zdtm_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
