@@ -293,20 +293,13 @@ impl FileTable {
 
     pub fn fill_sums(&mut self, sums: &HashMap<u64, u64>) {
         for f in &mut self.files {
-            let blob = match &mut f.kind {
-                FileKind::Unlinked { data, .. } => Some(data),
-                FileKind::Pipe { data: Some(d), .. } | FileKind::Fifo { data: Some(d), .. } | FileKind::UnixPair { data: Some(d), .. } => Some(d),
-                FileKind::TcpConnection { state, .. } => {
-                    for b in [&mut state.send, &mut state.recv].into_iter().flatten() {
-                        if let Some(s) = sums.get(&b.off) {
-                            b.xxh3 = *s;
-                        }
-                    }
-                    None
-                }
-                _ => None,
+            let blobs: Vec<&mut crate::model::Blob> = match &mut f.kind {
+                FileKind::Unlinked { data, .. } => vec![data],
+                FileKind::Pipe { data: Some(d), .. } | FileKind::Fifo { data: Some(d), .. } | FileKind::UnixPair { data: Some(d), .. } => vec![d],
+                FileKind::TcpConnection { state, .. } => [&mut state.send, &mut state.recv].into_iter().flatten().collect(),
+                _ => Vec::new(),
             };
-            if let Some(b) = blob {
+            for b in blobs {
                 if let Some(s) = sums.get(&b.off) {
                     b.xxh3 = *s;
                 }

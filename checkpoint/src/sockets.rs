@@ -132,7 +132,7 @@ pub fn describe(kind: &FileKind) -> Option<String> {
 
 type R<T> = std::result::Result<T, String>;
 
-fn parse(a: &str) -> R<SocketAddr> {
+pub(crate) fn parse(a: &str) -> R<SocketAddr> {
     a.parse().map_err(|_| format!("bad socket address {a:?}"))
 }
 
@@ -169,11 +169,7 @@ fn set_up(fd: i32, family: i32, stream: bool, local: Option<&str>, peer: Option<
     if let Some(a) = local {
         let addr = parse(a)?;
         set(libc::SOL_SOCKET, libc::SO_REUSEADDR, true, "SO_REUSEADDR")?;
-        let (ss, len) = net::sockaddr_of(&addr);
-        // SAFETY: the kernel reads `len` bytes of a sockaddr from `ss`.
-        if unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
-            return Err(format!("bind {a}: {}", std::io::Error::last_os_error()));
-        }
+        net::inet_bind(fd, &addr).map_err(|e| format!("bind {a}: {e}"))?;
     }
     if let Some(b) = backlog {
         // SAFETY: plain syscall.
@@ -182,11 +178,7 @@ fn set_up(fd: i32, family: i32, stream: bool, local: Option<&str>, peer: Option<
         }
     }
     if let Some(p) = peer {
-        let (ss, len) = net::sockaddr_of(&parse(p)?);
-        // SAFETY: the kernel reads `len` bytes of a sockaddr from `ss`.
-        if unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
-            return Err(format!("connect to {p}: {}", std::io::Error::last_os_error()));
-        }
+        net::inet_connect(fd, &parse(p)?).map_err(|e| format!("connect to {p}: {e}"))?;
     }
     // Last: listen checks the port again, with the option as it is then.
     set(libc::SOL_SOCKET, libc::SO_REUSEADDR, o.reuseaddr, "SO_REUSEADDR")

@@ -25,7 +25,6 @@
 //! the peer there, or the peer's port would answer with a reset) and the
 //! part never sent is sent.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::copier::{Copier, Source};
@@ -207,7 +206,6 @@ pub fn open<'a>(kind: &FileKind, bytes: impl Fn(&Blob) -> R<&'a [u8]>) -> R<i32>
 fn set_up<'a>(fd: RawFd, local: &str, peer: &str, o: &SocketOptions, st: &TcpState, bytes: impl Fn(&Blob) -> R<&'a [u8]>) -> R<()> {
     let tcp = |name, v: i32, what: &str| net::set_sockopt_int(fd, libc::IPPROTO_TCP, name, v).map_err(|e| format!("set {what}: {e}"));
     let sock = |name, v: i32, what: &str| net::set_sockopt_int(fd, libc::SOL_SOCKET, name, v).map_err(|e| format!("set {what}: {e}"));
-    let addr = |a: &str| a.parse::<SocketAddr>().map_err(|_| format!("bad socket address {a:?}"));
     let send = st.send.as_ref().map(&bytes).transpose()?.unwrap_or_default();
     let recv = st.recv.as_ref().map(&bytes).transpose()?.unwrap_or_default();
     let unsent = (st.unsent as usize).min(send.len());
@@ -219,20 +217,13 @@ fn set_up<'a>(fd: RawFd, local: &str, peer: &str, o: &SocketOptions, st: &TcpSta
             net::set_sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1).map_err(|e| format!("set IPV6_V6ONLY: {e}"))?;
         }
     }
-    let (ss, len) = net::sockaddr_of(&addr(local)?);
-    // SAFETY: the kernel reads `len` bytes of a sockaddr from `ss`.
-    if unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
-        return Err(format!("bind: {}", std::io::Error::last_os_error()));
-    }
+    net::inet_bind(fd, &crate::sockets::parse(local)?).map_err(|e| format!("bind: {e}"))?;
     tcp(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
     tcp(libc::TCP_QUEUE_SEQ, st.snd_seq.wrapping_sub(send.len() as u32) as i32, "the send sequence")?;
     tcp(libc::TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
     tcp(libc::TCP_QUEUE_SEQ, st.rcv_seq.wrapping_sub(recv.len() as u32) as i32, "the receive sequence")?;
-    let (ss, len) = net::sockaddr_of(&addr(peer)?);
-    // SAFETY: as for bind; in repair mode connect sends nothing.
-    if unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
-        return Err(format!("connect in repair mode: {}", std::io::Error::last_os_error()));
-    }
+    // In repair mode connect sends nothing.
+    net::inet_connect(fd, &crate::sockets::parse(peer)?).map_err(|e| format!("connect in repair mode: {e}"))?;
     let mut opts = vec![(TCPOPT_MAXSEG, st.mss)];
     if st.tcp_options & TCPI_OPT_WSCALE != 0 {
         opts.push((TCPOPT_WINDOW, u32::from(st.snd_wscale) | u32::from(st.rcv_wscale) << 16));

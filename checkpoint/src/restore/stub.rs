@@ -317,7 +317,7 @@ fn install_fds(plan: &Plan, t: &TaskImage) -> R<()> {
 fn set_owners(tree: &TreeImage, t: &TaskImage) -> R<()> {
     let mut done = std::collections::HashSet::new();
     for d in &t.fds {
-        let Some(f) = tree.files.iter().find(|f| f.id == d.file) else { continue };
+        let f = &tree.files[d.file as usize]; // ids are positions (validated)
         if f.flags & libc::O_ASYNC == 0 || !done.insert(f.id) {
             continue;
         }

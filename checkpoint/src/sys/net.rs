@@ -45,6 +45,26 @@ fn to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// `bind(fd, a)` for an Internet address.
+pub fn inet_bind(fd: RawFd, a: &SocketAddr) -> io::Result<()> {
+    let (ss, len) = sockaddr_of(a);
+    // SAFETY: the kernel reads `len` bytes of a sockaddr from `ss`.
+    if unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `connect(fd, a)` for an Internet address.
+pub fn inet_connect(fd: RawFd, a: &SocketAddr) -> io::Result<()> {
+    let (ss, len) = sockaddr_of(a);
+    // SAFETY: the kernel reads `len` bytes of a sockaddr from `ss`.
+    if unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The kernel's form of `a`, and its length.
 pub fn sockaddr_of(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero bytes are a valid sockaddr_storage.
