@@ -45,8 +45,11 @@ test: deps build
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(CARGO) test --release --workspace -- --test-threads=1
 
-# Checkpoint/restore speed against runc+CRIU on the shared workloads and the
+# Checkpoint/restore speed beside runc+CRIU on the shared workloads and the
 # scaling series (needs ../shared/bench, or BENCH_DIR); BENCH_REPS=3 by default.
+# runc+CRIU runs with the first criu that passes `criu check`; Debian 12's
+# does not on this kernel, so bench/criu.py builds Debian unstable's CRIU
+# source (signature and hashes checked) into .build/criu once.
 bench: deps build
 	python3 bench/run.py
 

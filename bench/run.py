@@ -4,12 +4,14 @@ scaling series (memory 256 MiB..4 GiB, trees of 50..800 processes).
 
 Drives every runtime through the runc command line with the shared harness
 (../shared/bench/bench.py, or $BENCH_DIR/bench.py), so both are measured the
-same way in one run. runc+CRIU is measured only when `criu check` passes on
-this kernel (Debian 12's CRIU 3.17 fails on kernel 6.13+); otherwise the
+same way in one run. runc+CRIU is measured with the first `criu` that
+passes `criu check` on this kernel: the one on the PATH, or else one built
+by bench/criu.py from Debian's newer CRIU source (Debian 12's CRIU 3.17
+fails on kernel 6.13+). Only when neither works (or with --no-criu) do the
 ratios use the reference figures of runc 1.1.5 + CRIU 4.2 measured on a
 machine of this kind (shared/bench/README.md).
 
-  bench/run.py [--reps N] [--only NAME ...] [--no-scaling] [--json FILE]
+  bench/run.py [--reps N] [--only NAME ...] [--no-scaling] [--no-criu] [--json FILE]
 """
 import argparse, importlib.util, json, os, shutil, statistics, subprocess, sys
 
@@ -47,11 +49,25 @@ def load_harness():
     return mod
 
 
-def criu_works():
-    if not shutil.which("criu") or not shutil.which("runc"):
+def with_criu(skip):
+    """Puts a working criu first on the PATH (runc runs `criu`); False if none."""
+    if skip:
+        print("bench: --no-criu: ratios against the reference figures", flush=True)
         return False
-    r = subprocess.run(["criu", "check"], capture_output=True, text=True)
-    return r.returncode == 0
+    if not shutil.which("runc"):
+        print("bench: no runc on the PATH: ratios against the reference figures", flush=True)
+        return False
+    spec = importlib.util.spec_from_file_location("bench_criu", os.path.join(ROOT, "bench", "criu.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d, why = mod.find_or_build(lambda m: print(m, flush=True))
+    if d is None:
+        print("bench: no working criu (%s): ratios against the reference figures" % why, flush=True)
+        return False
+    os.environ["PATH"] = d + os.pathsep + os.environ.get("PATH", "")
+    version = subprocess.run(["criu", "--version"], capture_output=True, text=True).stdout.split()
+    print("bench: runc+CRIU measured with %s (CRIU %s)" % (shutil.which("criu"), version[1] if len(version) > 1 else "?"), flush=True)
+    return True
 
 
 def med(xs):
@@ -71,6 +87,7 @@ def main():
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     ap.add_argument("--only", action="append")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-criu", action="store_true", help="do not measure runc+CRIU; compare with the reference figures")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"))
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -78,8 +95,8 @@ def main():
     h = load_harness()
     bins = h.build_workloads()
     names = a.only or (list(REFERENCE) + ([] if a.no_scaling else [n for n in SERIES if n not in REFERENCE]))
-    with_criu = criu_works()
-    runtimes = [STASIS] + (["runc"] if with_criu else [])
+    criu = with_criu(a.no_criu)
+    runtimes = [STASIS] + (["runc"] if criu else [])
     rows = {}
     for w in names:
         for rt in runtimes:
@@ -89,14 +106,14 @@ def main():
     with open(a.json, "w") as f:
         json.dump([r for r in rows.values()], f, indent=1)
 
-    base = "measured runc+CRIU" if with_criu else "reference runc 1.1.5 + CRIU 4.2 (no working criu here)"
+    base = "runc+CRIU measured in the same run" if criu else "reference runc 1.1.5 + CRIU 4.2 (no working criu here)"
     print("\nstasis against %s; ratio = stasis / runc+CRIU (lower is better)\n" % base)
     print("| workload | ckpt_s | rest_s | img_MiB | downtime_ms | verified | ckpt ratio | restore ratio | img ratio | downtime ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for w in names:
         s = rows[(w, STASIS)]
         ours = (med(s["ckpt_s"]), med(s["restore_s"]), med(s["image_mib"]), med(s["downtime_ms"]))
-        if with_criu:
+        if criu:
             c = rows[(w, "runc")]
             theirs = (med(c["ckpt_s"]), med(c["restore_s"]), med(c["image_mib"]), med(c["downtime_ms"]))
         else:
@@ -104,6 +121,15 @@ def main():
         print("| %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s |" % (
             w, fmt(ours[0]), fmt(ours[1]), fmt(ours[2], 1), fmt(ours[3], 1), s["verified"], s["reps"],
             ratio(ours[0], theirs[0]), ratio(ours[1], theirs[1]), ratio(ours[2], theirs[2]), ratio(ours[3], theirs[3])))
+    if criu:
+        print("\nrunc+CRIU in this run:\n")
+        print("| workload | ckpt_s | rest_s | img_MiB | downtime_ms | verified |")
+        print("|---|---|---|---|---|---|")
+        for w in names:
+            c = rows[(w, "runc")]
+            print("| %s | %s | %s | %s | %s | %d/%d |" % (
+                w, fmt(med(c["ckpt_s"])), fmt(med(c["restore_s"])), fmt(med(c["image_mib"]), 1),
+                fmt(med(c["downtime_ms"]), 1), c["verified"], c["reps"]))
     bad = [w for w in names if rows[(w, STASIS)]["verified"] != rows[(w, STASIS)]["reps"]]
     if bad:
         print("\nnot verified on every repetition: %s" % ", ".join(bad))
