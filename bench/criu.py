@@ -110,8 +110,11 @@ def build(log=print):
     if missing:
         log("bench: installing CRIU's build dependencies: %s" % " ".join(missing))
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends"] + missing, env=env,
-                           capture_output=True, text=True)
+        install = ["apt-get", "install", "-y", "--no-install-recommends"] + missing
+        r = subprocess.run(install, env=env, capture_output=True, text=True)
+        if r.returncode:  # package lists missing or stale: update once and retry
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True)
+            r = subprocess.run(install, env=env, capture_output=True, text=True)
         if r.returncode:
             raise Unavailable("apt-get install failed: %s" % r.stderr.strip()[-300:])
     work = os.path.join(OUT, "src")
