@@ -106,7 +106,7 @@ def main():
     with open(a.json, "w") as f:
         json.dump([r for r in rows.values()], f, indent=1)
 
-    base = "runc+CRIU measured in the same run" if criu else "reference runc 1.1.5 + CRIU 4.2 (no working criu here)"
+    base = "runc+CRIU measured in the same run" if criu else "the reference figures of runc 1.1.5 + CRIU 4.2 (runc+CRIU not measured)"
     print("\nstasis against %s; ratio = stasis / runc+CRIU (lower is better)\n" % base)
     print("| workload | ckpt_s | rest_s | img_MiB | downtime_ms | verified | ckpt ratio | restore ratio | img ratio | downtime ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
