@@ -74,6 +74,15 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def merge(into, r):
+    """Adds one repetition's result `r` (from the harness's run_one) to `into`."""
+    for k, v in r.items():
+        if isinstance(v, list):
+            into.setdefault(k, []).extend(v)
+        elif k in ("reps", "verified"):
+            into[k] += v
+
+
 def fmt(x, p=3):
     return "-" if x is None else "%.*f" % (p, x)
 
@@ -99,10 +108,14 @@ def main():
     runtimes = [STASIS] + (["runc"] if criu else [])
     rows = {}
     for w in names:
-        for rt in runtimes:
-            r = h.run_one(rt, w, a.reps, bins)
-            print(json.dumps(r), flush=True)
-            rows[(w, rt)] = r
+        for rep in range(a.reps):
+            # One repetition at a time, the runtimes taking turns to go
+            # first: how warm this VM's free memory is depends on what ran
+            # just before, and the first runs of a workload meet the coldest.
+            for rt in (runtimes if rep % 2 == 0 else runtimes[::-1]):
+                r = h.run_one(rt, w, 1, bins)
+                print(json.dumps(r), flush=True)
+                merge(rows.setdefault((w, rt), {"runtime": rt, "workload": w, "reps": 0, "verified": 0}), r)
     with open(a.json, "w") as f:
         json.dump([r for r in rows.values()], f, indent=1)
 
