@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "report.h"
+
 #define GOLD 2654435761u
 
 int main(int argc, char **argv)
 {
 	const char *path = argc > 1 ? argv[1] : "/tmp/state";
-	char tmp[256];
 	unsigned long mib = argc > 2 ? strtoul(argv[2], 0, 10) : 4;
 	unsigned WORDS = (unsigned)(mib << 18);
 	unsigned *heap = malloc((size_t)WORDS * sizeof *heap);
@@ -21,7 +22,6 @@ int main(int argc, char **argv)
 
 	if (!heap)
 		return 1;
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	/* A reader that went away must not kill us: stdout is best effort. */
 	signal(SIGPIPE, SIG_IGN);
 	for (unsigned j = 0; j < WORDS; j++)
@@ -33,14 +33,7 @@ int main(int argc, char **argv)
 			heap[j] = (j * GOLD) ^ (unsigned)(iter + 1);
 		}
 		iter++;
-		FILE *f = fopen(tmp, "w");
-		if (f) {
-			fprintf(f, "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
-			fclose(f);
-			rename(tmp, path);
-		}
-		printf("iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
-		fflush(stdout);
+		report(path, "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
 		usleep(100000);
 	}
 }

@@ -25,6 +25,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "report.h"
+
 int main(int argc, char **argv)
 {
 	const char *path = argc > 1 ? argv[1] : "/tmp/state";
@@ -34,12 +36,10 @@ int main(int argc, char **argv)
 	unsigned long iter = 0, errors = 0, sigs = 0, last = 0;
 	const char *why = "-"; /* the last error's kind */
 	uint64_t v, added = 0;
-	char tmp[256];
 	sigset_t set;
 	int ep, tfd, efd, sfd, sp[2];
 	unsigned char sent = 0, next = 0, byte;
 
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR2);
@@ -121,16 +121,8 @@ int main(int argc, char **argv)
 			}
 		}
 		if (iter / 10 != last / 10) {
-			FILE *f = fopen(tmp, "w");
-
 			last = iter;
-			if (f) {
-				fprintf(f, "iter=%lu pid=%d errors=%lu sigs=%lu why=%s\n", iter, (int)getpid(), errors, sigs, why);
-				fclose(f);
-				rename(tmp, path);
-			}
-			printf("iter=%lu pid=%d errors=%lu sigs=%lu why=%s\n", iter, (int)getpid(), errors, sigs, why);
-			fflush(stdout);
+			report(path, "iter=%lu pid=%d errors=%lu sigs=%lu why=%s\n", iter, (int)getpid(), errors, sigs, why);
 		}
 	}
 }

@@ -19,6 +19,8 @@
 #include <sys/sem.h>
 #include <unistd.h>
 
+#include "report.h"
+
 struct msg {
 	long mtype;
 	char text[1024];
@@ -91,14 +93,7 @@ int main(void)
 		if (n < 0 || !known(&m, n) || msgsnd(mq, &m, n, IPC_NOWAIT))
 			errors++;
 		iter++;
-		FILE *f = fopen("/tmp/state.tmp", "w");
-		if (f) {
-			fprintf(f, "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
-			fclose(f);
-			rename("/tmp/state.tmp", "/tmp/state");
-		}
-		printf("iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
-		fflush(stdout);
+		report("/tmp/state", "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
 		usleep(100000);
 	}
 }

@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "report.h"
+
 #define BLOCK 65536
 
 static unsigned char block[BLOCK];
@@ -88,14 +90,7 @@ int main(void)
 		if (full(s, &it, 4, 1) || full(s, block, BLOCK, 1) || full(s, &got, 4, 0) || got != sum())
 			errors++;
 		iter++;
-		FILE *f = fopen("/tmp/state.tmp", "w");
-		if (f) {
-			fprintf(f, "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
-			fclose(f);
-			rename("/tmp/state.tmp", "/tmp/state");
-		}
-		printf("iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
-		fflush(stdout);
+		report("/tmp/state", "iter=%lu pid=%d errors=%lu\n", iter, getpid(), errors);
 		usleep(100000);
 	}
 }
