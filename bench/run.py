@@ -57,10 +57,8 @@ def with_criu(skip):
     if not shutil.which("runc"):
         print("bench: no runc on the PATH: ratios against the reference figures", flush=True)
         return False
-    spec = importlib.util.spec_from_file_location("bench_criu", os.path.join(ROOT, "bench", "criu.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    d, why = mod.find_or_build(lambda m: print(m, flush=True))
+    import criu  # bench/criu.py, beside this script (the first entry of sys.path)
+    d, why = criu.find_or_build(lambda m: print(m, flush=True))
     if d is None:
         print("bench: no working criu (%s): ratios against the reference figures" % why, flush=True)
         return False
