@@ -25,29 +25,36 @@
 //! Finally, a dump never overwrites or follows what is already in the
 //! image directory.
 //!
-//! The programs are the zdtm suite's (`zdtm/`, protocol in its README) and
-//! `faults/bigmem.c`. The test process is a child subreaper, so whatever a
+//! The checks are in `tests/faults/look.rs`, the SIGKILL tests in
+//! `tests/faults/kill.rs`. The programs are the zdtm suite's (`zdtm/`,
+//! protocol in its README) and `faults/bigmem.c`. The test process is a child subreaper, so whatever a
 //! failed restore leaves behind ends up among its descendants, where the
 //! tests look for it. Tests take a lock and run one at a time.
 //!
 //! Run: `cargo build --release`, then
 //! `cargo test --release -p stasis-integration --test faults -- --test-threads=1`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::hash::{Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stasis_checkpoint::error::{DUMP_FAULT_POINTS, RESTORE_FAULT_POINTS};
 use stasis_checkpoint::freezer::Freezer;
 use stasis_integration::zdtm::{
-    become_subreaper, expect_no_new_processes, find_prog, kill, live_descendants, read_lossy,
-    threads_of, tree_of, Prog, Run, StasisOutcome,
+    become_subreaper, expect_no_new_processes, find_prog, live_descendants, threads_of, tree_of, Prog, Run,
+};
+
+#[path = "faults/kill.rs"]
+mod kill;
+#[path = "faults/look.rs"]
+mod look;
+
+use kill::{sigkill_dump_points, sigkill_mid_copy, sigkill_restore_points};
+use look::{
+    check_tree_runs, clear_dir, digest, dir_names, expect_failure, expect_fault, expect_no_image, retry_dump,
+    status_field,
 };
 
 /// Self-checking program with `<dir>/mib` MiB of private memory.
@@ -85,174 +92,6 @@ fn with_run(prog: &'static Prog, label: &str, body: impl FnOnce(&mut Run) -> Res
         drop(run);
         panic!("{report}");
     }
-}
-
-// ---------------------------------------------------------------------------
-// What the tests look at
-
-fn status_field(path: &str, field: &str) -> Option<String> {
-    let s = fs::read_to_string(path).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).map(|v| v.trim().to_string())
-}
-
-/// The tree rooted at `root` has exactly the processes `expect`, and no
-/// thread of it is traced, stopped or dead. Allows a second for threads
-/// to leave a ptrace stop they were just released from.
-fn check_tree_runs(root: i32, expect: &BTreeSet<i32>) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let mut bad = Vec::new();
-        let now = tree_of(root);
-        if &now != expect {
-            bad.push(format!("the tree's processes changed: {expect:?} -> {now:?}"));
-        }
-        for &pid in &now {
-            let threads = threads_of(pid);
-            if threads.is_empty() {
-                bad.push(format!("process {pid} is gone"));
-            }
-            for tid in threads {
-                let st = format!("/proc/{pid}/task/{tid}/status");
-                let tracer = status_field(&st, "TracerPid");
-                let state = status_field(&st, "State");
-                if tracer.as_deref() != Some("0") {
-                    bad.push(format!("thread {tid} of {pid} is traced (TracerPid {tracer:?})"));
-                }
-                if let Some(s) = &state {
-                    if ["t", "T", "Z", "X"].iter().any(|c| s.starts_with(c)) {
-                        bad.push(format!("thread {tid} of {pid} is in state {s}"));
-                    }
-                }
-            }
-        }
-        if bad.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(bad.join("; "));
-        }
-        sleep(Duration::from_millis(10));
-    }
-}
-
-/// Every thread of the tree is traced by `tracer` (the dump holds it).
-fn tree_traced_by(root: i32, tracer: i32) -> bool {
-    tree_of(root).iter().all(|&pid| {
-        threads_of(pid).iter().all(|t| {
-            status_field(&format!("/proc/{pid}/task/{t}/status"), "TracerPid") == Some(tracer.to_string())
-        })
-    })
-}
-
-fn dir_names(dir: &Path) -> Result<Vec<String>, String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map_err(|e| format!("read {}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// A failed dump removes what it wrote: the image directory is empty.
-fn expect_no_image(dir: &Path) -> Result<(), String> {
-    let names = dir_names(dir)?;
-    if !names.is_empty() {
-        return Err(format!("a failed dump left files in {}: {names:?}", dir.display()));
-    }
-    Ok(())
-}
-
-/// A dump that was killed may leave partial files, never inventory.img.
-fn expect_incomplete(dir: &Path) -> Result<(), String> {
-    let names = dir_names(dir)?;
-    if names.iter().any(|n| n == "inventory.img") {
-        return Err(format!("a killed dump left a complete-looking image: {names:?}"));
-    }
-    Ok(())
-}
-
-fn clear_dir(dir: &Path) -> Result<(), String> {
-    for n in dir_names(dir)? {
-        fs::remove_file(dir.join(&n)).map_err(|e| format!("remove {n}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Name -> (mode, length, content hash) of every file in `dir`.
-fn digest(dir: &Path) -> Result<BTreeMap<String, (u32, u64, u64)>, String> {
-    let mut out = BTreeMap::new();
-    for n in dir_names(dir)? {
-        let p = dir.join(&n);
-        let md = fs::symlink_metadata(&p).map_err(|e| format!("stat {n}: {e}"))?;
-        let bytes = if md.file_type().is_symlink() {
-            fs::read_link(&p).map_err(|e| format!("readlink {n}: {e}"))?.into_os_string().into_encoded_bytes()
-        } else {
-            fs::read(&p).map_err(|e| format!("read {n}: {e}"))?
-        };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut h);
-        out.insert(n, (md.mode(), md.len(), h.finish()));
-    }
-    Ok(out)
-}
-
-/// A successful dump's image: directory 0700, every file 0600.
-fn expect_private(dir: &Path) -> Result<(), String> {
-    let mode = fs::metadata(dir).map_err(|e| e.to_string())?.permissions().mode() & 0o7777;
-    if mode != 0o700 {
-        return Err(format!("image directory has mode {mode:o}, expected 700"));
-    }
-    let names = dir_names(dir)?;
-    for f in ["pages.img", "tree.img", "inventory.img"] {
-        if !names.iter().any(|n| n == f) {
-            return Err(format!("the image lacks {f}: {names:?}"));
-        }
-    }
-    for n in names {
-        let md = fs::symlink_metadata(dir.join(&n)).map_err(|e| e.to_string())?;
-        if !md.file_type().is_file() || md.mode() & 0o7777 != 0o600 {
-            return Err(format!("image file {n}: {:?} mode {:o}, expected a regular file 600", md.file_type(), md.mode() & 0o7777));
-        }
-    }
-    Ok(())
-}
-
-/// Exit status 1 and `want` on stderr.
-fn expect_failure(o: &StasisOutcome, want: &str) -> Result<(), String> {
-    if o.status.code() != Some(1) || !o.stderr.contains(want) {
-        return Err(format!(
-            "expected exit status 1 and {want:?} on stderr; got {} with stderr {:?}",
-            o.status,
-            o.stderr.trim_end()
-        ));
-    }
-    Ok(())
-}
-
-fn expect_fault(o: &StasisOutcome, point: &str) -> Result<(), String> {
-    expect_failure(o, &format!("injected fault at {point}"))
-}
-
-/// After a failed dump: the retry. With `kill`, a killing dump, restore
-/// and PASS of the restored tree; otherwise a `--leave-running` dump, PASS
-/// of the original, restore and PASS again.
-fn retry_dump(run: &mut Run, pid: i32, tree: &BTreeSet<i32>, kill: bool) -> Result<(), String> {
-    clear_dir(&run.img)?;
-    if kill {
-        run.dump(pid, false)?;
-        expect_private(&run.img)?;
-        run.wait_unshare().map_err(|e| format!("original tree still alive after the retry: {e}"))?;
-        run.pids.retain(|&p| p != pid);
-    } else {
-        run.dump(pid, true)?;
-        expect_private(&run.img)?;
-        check_tree_runs(pid, tree).map_err(|e| format!("after the --leave-running retry: {e}"))?;
-        return run.pass_original_then_restore(pid);
-    }
-    let rpid = run.restore()?;
-    run.expect_pass(rpid, "restored root")?;
-    run.reap(rpid, "restored root")
 }
 
 // ---------------------------------------------------------------------------
@@ -489,81 +328,7 @@ fn restore_fault(point: &str) {
 }
 
 // ---------------------------------------------------------------------------
-// SIGKILL
-
-/// Waits until `<label>.stderr` says the engine paused at `point`.
-fn wait_paused(run: &mut Run, label: &str, child: &mut std::process::Child, point: &str) -> Result<(), String> {
-    let err = run.dir.join(format!("{label}.stderr"));
-    let want = format!("stasis: pausing at {point}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !read_lossy(&err).contains(&want) {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("stasis ended ({st}) before pausing at {point}: {}", read_lossy(&err)));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("stasis did not pause at {point}"));
-        }
-        sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
-fn sigkill(run: &mut Run, child: &mut std::process::Child, what: &str) -> Result<(), String> {
-    kill(child.id() as i32, libc::SIGKILL).map_err(|e| format!("kill stasis: {e}"))?;
-    let st = child.wait().map_err(|e| e.to_string())?;
-    run.step(format!("SIGKILLed stasis {what}: {st}"));
-    use std::os::unix::process::ExitStatusExt;
-    if st.signal() != Some(libc::SIGKILL) {
-        return Err(format!("stasis {what} ended with {st} before the SIGKILL"));
-    }
-    Ok(())
-}
-
-/// A killed dump's leftovers are refused by restore, which starts nothing.
-fn expect_refused(run: &mut Run, label: &str, want: &str) -> Result<(), String> {
-    let before = live_descendants();
-    let args = run.restore_args();
-    let o = run.stasis_outcome(label, &strs(&args), &[])?;
-    if let Ok(pid) = o.stdout.trim().parse::<i32>() {
-        run.pids.push(pid);
-    }
-    expect_failure(&o, want)?;
-    expect_no_new_processes(run, &before, Duration::from_secs(1))
-}
-
-/// 1 GiB of memory; the dump is killed once it has written 64 MiB of it.
-fn sigkill_mid_copy(run: &mut Run) -> Result<(), String> {
-    fs::write(run.state.join("mib"), "1024").map_err(|e| e.to_string())?;
-    let pid = run.start()?;
-    let tree = tree_of(pid);
-    let args = run.dump_args(pid, false);
-    let mut child = run.stasis_spawn("dump-killed", &strs(&args), &[])?;
-    let pages = run.img.join("pages.img");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("the dump ended ({st}) before 64 MiB were copied: cannot kill it mid-copy"));
-        }
-        let written = fs::metadata(&pages).map(|m| m.blocks() * 512).unwrap_or(0);
-        if written >= 64 << 20 {
-            run.step(format!("pages.img has {} MiB allocated", written >> 20));
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("pages.img did not grow".into());
-        }
-        sleep(Duration::from_millis(1));
-    }
-    if !tree_traced_by(pid, child.id() as i32) {
-        return Err("the tree is not held by the dump while it copies".into());
-    }
-    sigkill(run, &mut child, "mid-copy")?;
-    check_tree_runs(pid, &tree).map_err(|e| format!("after the killed dump: {e}"))?;
-    expect_incomplete(&run.img)?;
-    expect_refused(run, "restore-incomplete", "inventory.img: missing")?;
-    run.expect_pass(pid, "original")?;
-    run.reap(pid, "original")
-}
+// A disk that fills up
 
 /// A small filesystem mounted on `dir` for as long as it lives: a tmpfs,
 /// or ext4 on a loop device backed by a file (removed with the mount).
@@ -638,63 +403,6 @@ fn full_disk(run: &mut Run, ext4: bool, want: &str) -> Result<(), String> {
         return Err("the program wrote a result during the failed dump".into());
     }
     retry_dump(run, pid, &tree, true)
-}
-
-/// `STASIS_FAULT_SLEEP` at every dump point, killing and --leave-running
-/// dumps; SIGKILL during the pause.
-fn sigkill_dump_points(run: &mut Run) -> Result<(), String> {
-    let pid = run.start()?;
-    let tree = tree_of(pid);
-    for leave_running in [false, true] {
-        for &point in DUMP_FAULT_POINTS {
-            if point == "after-freeze" || (leave_running && point == "before-kill") {
-                continue;
-            }
-            clear_dir(&run.img)?;
-            let label = format!("dump-{point}{}", if leave_running { "-lr" } else { "" });
-            let args = run.dump_args(pid, leave_running);
-            let mut child = run.stasis_spawn(&label, &strs(&args), &[("STASIS_FAULT_SLEEP", point)])?;
-            wait_paused(run, &label, &mut child, point)?;
-            sigkill(run, &mut child, &format!("paused at {point}"))?;
-            check_tree_runs(pid, &tree).map_err(|e| format!("after {label} was killed: {e}"))?;
-            if point == "before-kill" {
-                // The image was complete; only the kill of the tree was lost.
-                let names = dir_names(&run.img)?;
-                if names != ["inventory.img", "pages.img", "tree.img"] {
-                    return Err(format!("{label}: expected a complete image, found {names:?}"));
-                }
-            } else {
-                expect_incomplete(&run.img)?;
-            }
-        }
-    }
-    run.expect_pass(pid, "original")?;
-    run.reap(pid, "original")
-}
-
-/// `STASIS_FAULT_SLEEP` at every restore point; SIGKILL during the pause.
-fn sigkill_restore_points(run: &mut Run) -> Result<(), String> {
-    let pid = run.start()?;
-    run.dump(pid, false)?;
-    run.wait_unshare()?;
-    run.pids.retain(|&p| p != pid);
-    let image = digest(&run.img)?;
-    for &point in RESTORE_FAULT_POINTS {
-        let before = live_descendants();
-        let label = format!("restore-{point}");
-        let args = run.restore_args();
-        let mut child = run.stasis_spawn(&label, &strs(&args), &[("STASIS_FAULT_SLEEP", point)])?;
-        wait_paused(run, &label, &mut child, point)?;
-        sigkill(run, &mut child, &format!("paused at {point}"))?;
-        expect_no_new_processes(run, &before, Duration::from_secs(3))
-            .map_err(|e| format!("{label} killed: {e}"))?;
-        if digest(&run.img)? != image {
-            return Err(format!("{label} changed the image"));
-        }
-    }
-    let rpid = run.restore()?;
-    run.expect_pass(rpid, "restored root")?;
-    run.reap(rpid, "restored root")
 }
 
 // ---------------------------------------------------------------------------
