@@ -343,10 +343,11 @@ pub fn container_stub_main(image_dir: &std::path::Path, ready_fd: i32, hold_fd: 
     if std::process::id() != 1 {
         fail("the restore stub must run as pid 1 of a new pid namespace".into());
     }
-    let (_inv, tree, pages) = match image::open_image(image_dir) {
+    let (_inv, mut tree, pages) = match image::open_image(image_dir) {
         Ok(x) => x,
         Err(e) => fail(e.to_string()),
     };
+    stub::slim(&mut tree);
     if tree.root != 1 {
         fail(format!("the image's root is pid {}, a container's init must be pid 1", tree.root));
     }

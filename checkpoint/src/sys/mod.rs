@@ -580,6 +580,13 @@ pub fn populate_read(bytes: &[u8]) {
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
 }
 
+/// Gives the heap's free pages back to the kernel (`malloc_trim`), so that
+/// processes forked from here do not inherit them.
+pub fn trim_heap() {
+    // SAFETY: glibc call with no pointers; it only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// One region reported by [`pagemap_scan_regions`], with its categories.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanRegion {
