@@ -102,8 +102,8 @@ def main():
     h = load_harness()
     bins = h.build_workloads()
     names = a.only or (list(REFERENCE) + ([] if a.no_scaling else [n for n in SERIES if n not in REFERENCE]))
-    criu = with_criu(a.no_criu)
-    runtimes = [STASIS] + (["runc"] if criu else [])
+    criu_measured = with_criu(a.no_criu)
+    runtimes = [STASIS] + (["runc"] if criu_measured else [])
     rows = {}
     for w in names:
         for rep in range(a.reps):
@@ -117,14 +117,14 @@ def main():
     with open(a.json, "w") as f:
         json.dump([r for r in rows.values()], f, indent=1)
 
-    base = "runc+CRIU measured in the same run" if criu else "the reference figures of runc 1.1.5 + CRIU 4.2 (runc+CRIU not measured)"
+    base = "runc+CRIU measured in the same run" if criu_measured else "the reference figures of runc 1.1.5 + CRIU 4.2 (runc+CRIU not measured)"
     print("\nstasis against %s; ratio = stasis / runc+CRIU (lower is better)\n" % base)
     print("| workload | ckpt_s | rest_s | img_MiB | downtime_ms | verified | ckpt ratio | restore ratio | img ratio | downtime ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for w in names:
         s = rows[(w, STASIS)]
         ours = (med(s["ckpt_s"]), med(s["restore_s"]), med(s["image_mib"]), med(s["downtime_ms"]))
-        if criu:
+        if criu_measured:
             c = rows[(w, "runc")]
             theirs = (med(c["ckpt_s"]), med(c["restore_s"]), med(c["image_mib"]), med(c["downtime_ms"]))
         else:
@@ -132,7 +132,7 @@ def main():
         print("| %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s |" % (
             w, fmt(ours[0]), fmt(ours[1]), fmt(ours[2], 1), fmt(ours[3], 1), s["verified"], s["reps"],
             ratio(ours[0], theirs[0]), ratio(ours[1], theirs[1]), ratio(ours[2], theirs[2]), ratio(ours[3], theirs[3])))
-    if criu:
+    if criu_measured:
         print("\nrunc+CRIU in this run:\n")
         print("| workload | ckpt_s | rest_s | img_MiB | downtime_ms | verified |")
         print("|---|---|---|---|---|---|")

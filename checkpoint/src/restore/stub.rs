@@ -49,10 +49,10 @@ impl Plan<'_> {
     }
 }
 
-/// Keeps of the tasks only what stubs read, leaving out threads, memory
+/// Leaves out of the tasks the large parts no stub reads: threads, memory
 /// maps, queued signals and POSIX timers (the engine restores those from
-/// its own copy of the image), and gives the freed heap back to the
-/// kernel. Every stub is forked from the root stub and inherits its
+/// its own copy of the image); the small fields are kept whether stubs
+/// read them or not. Then gives the freed heap back to the kernel. Every stub is forked from the root stub and inherits its
 /// memory: each fork copies those page tables and each morph unmaps them
 /// again. The kept parts are copied into fresh allocations before the
 /// original tasks go, so that what is freed is whole pages rather than
