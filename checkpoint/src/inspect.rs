@@ -383,7 +383,7 @@ pub fn describe_json(tree: &TreeImage, inv: &Inventory) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::tests::{sample_tree, task};
+    use crate::validate::fixtures::{sample_tree, task};
 
     fn inv() -> Inventory {
         Inventory {

@@ -4,7 +4,7 @@ use super::*;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use crate::validate::tests::{sample_tree, PAGES_LEN};
+use crate::validate::fixtures::{sample_tree, PAGES_LEN};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 

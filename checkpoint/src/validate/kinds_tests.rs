@@ -2,7 +2,7 @@
 //! socket pair files: a valid set passes, and each forged value is refused
 //! with its message.
 
-use super::tests::{expect, fd, file, sample_tree, PAGES_LEN};
+use super::fixtures::{expect, fd, file, sample_tree, PAGES_LEN};
 use super::*;
 use crate::model::*;
 
@@ -275,7 +275,7 @@ fn scheduling_and_registrations() {
 
 #[test]
 fn vma_locks() {
-    use super::tests::mm;
+    use super::fixtures::mm;
     let mut t = sample_tree();
     mm(&mut t, 0).vmas[1].mlock = MLOCK_ON_FAULT;
     mm(&mut t, 0).vmas[0].mlock = MLOCK_ALL;

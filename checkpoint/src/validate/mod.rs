@@ -754,6 +754,8 @@ pub fn check_inventory(
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod kinds_tests;
+#[cfg(test)]
+mod tests;
