@@ -71,6 +71,7 @@ pub struct MsgQueue {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Message {
     pub mtype: i64,
+    #[serde(with = "crate::image::bytes")]
     pub text: Vec<u8>,
 }
 
@@ -107,6 +108,7 @@ pub struct TaskImage {
     /// `rt_sigaction` state for signals 1..=64 (index 0 is signal 1).
     pub sigactions: Vec<SigAction>,
     /// Signals pending for the whole process (raw 128-byte siginfo).
+    #[serde(with = "crate::image::bytes::list")]
     pub shared_pending: Vec<Vec<u8>>,
     pub creds: Creds,
     pub fs: FsInfo,
@@ -137,9 +139,11 @@ pub struct ThreadImage {
     /// `struct user_regs_struct` (27 u64), already normalised for syscall restart.
     pub regs: Vec<u64>,
     /// Raw `NT_X86_XSTATE` buffer.
+    #[serde(with = "crate::image::bytes")]
     pub xsave: Vec<u8>,
     pub sigmask: u64,
     /// Signals pending for this thread only (raw 128-byte siginfo).
+    #[serde(with = "crate::image::bytes::list")]
     pub pending: Vec<Vec<u8>>,
     pub rseq: Option<Rseq>,
     pub sigaltstack: SigAltStack,
@@ -148,7 +152,7 @@ pub struct ThreadImage {
     pub robust_list_len: u64,
     pub comm: String,
     /// Seccomp filter programs (raw `struct sock_filter` arrays), oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::image::bytes::list")]
     pub seccomp: Vec<Vec<u8>>,
     /// Scheduling policy, nice value and timer slack (`crate::sched`).
     #[serde(default)]

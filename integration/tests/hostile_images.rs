@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use stasis_checkpoint::image::{self, decode_meta, encode_meta, ImageError, Inventory, MetaKind};
+use stasis_checkpoint::image::{self, decode_meta, encode_meta, ImageError, Inventory, MetaKind, FORMAT_VERSION};
 use stasis_checkpoint::model::{
     Blob, FileKind, PageRun, ShmemImage, ShmemKind, TaskState, TreeImage, Vma, VmaKind,
 };
@@ -514,7 +514,7 @@ fn crafted_inventories_are_refused() {
         ("task count", Inventory { tasks: u32::MAX, ..s.inventory() }, "does not match the image"),
         ("absolute parent", Inventory { parent: Some("/etc".into()), ..s.inventory() }, "must be a relative path"),
         ("pages length", Inventory { pages_len: s.pages_len() + 4096, ..s.inventory() }, "pages length"),
-        ("future format", Inventory { format_version: 2, ..s.inventory() }, "unsupported format version 2"),
+        ("future format", Inventory { format_version: FORMAT_VERSION + 1, ..s.inventory() }, "unsupported format version 3"),
     ];
     for (name, inv, want) in cases {
         let d = crafted_dir("inventory", &t, Some(inv));

@@ -15,7 +15,7 @@
 //!  +----------+---------+---------+-----------+-----------+------------------+
 //!  | 0..8     | 8..12   | 12..16  | 16..24    | 24..32    | 32..32+len       |
 //!  | magic    | version | kind    | payload   | xxh3-64   | payload (JSON),  |
-//!  | STASISMD | u32 = 1 | 1 inv,  | len u64,  | of the    | nothing after it |
+//!  | STASISMD | u32 = 2 | 1 inv,  | len u64,  | of the    | nothing after it |
 //!  |          |         | 2 tree  | <=256 MiB | payload   |                  |
 //!  +----------+---------+---------+-----------+-----------+------------------+
 //!
@@ -47,10 +47,13 @@ use crate::checksum::of as xxh3_64;
 
 use crate::model::TreeImage;
 
+pub mod bytes;
 mod pages;
 pub use pages::{blob_for, check_blob, PagesReader, PagesWriter};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: byte buffers in `tree.img` as base64 strings (`bytes`); 1 wrote them
+/// as arrays of numbers. Both are read.
+pub const FORMAT_VERSION: u32 = 2;
 pub const PAGE_SIZE: u64 = 4096;
 /// Largest accepted metadata payload.
 pub const MAX_META_PAYLOAD: u64 = 256 << 20;

@@ -90,11 +90,11 @@ fn meta_refusals() {
         "tree.img: bad magic",
     );
     let mut b = good.clone();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     check(
         &b,
-        |e| matches!(e, ImageError::UnsupportedVersion { found: 2, .. }),
-        "version 2",
+        |e| matches!(e, ImageError::UnsupportedVersion { found, .. } if *found == FORMAT_VERSION + 1),
+        &format!("version {}", FORMAT_VERSION + 1),
     );
     let inv = encode_meta(MetaKind::Inventory, &Inventory::default())
         .unwrap()
@@ -539,4 +539,26 @@ fn open_whole_image() {
         open_image(&d.0),
         Err(ImageError::InventoryMismatch(_))
     ));
+}
+
+/// Images of format version 1 (byte buffers as arrays of numbers) still
+/// decode, to the same buffers a version 2 image writes as base64; the
+/// seed is a real version 1 dump (`checkpoint/fuzz/seeds`).
+#[test]
+fn version_1_images_still_read() {
+    let v1 = include_bytes!("../../fuzz/seeds/shm_kinds-tree.img");
+    assert_eq!(u32::from_le_bytes(v1[8..12].try_into().unwrap()), 1);
+    let (tree, _) = decode_meta::<TreeImage>(MetaKind::Tree, v1).unwrap();
+    let xsave = &tree.tasks[0].threads[0].xsave;
+    assert!(xsave.len() >= 576, "xsave of {} bytes", xsave.len());
+    let text = std::str::from_utf8(&v1[32..]).unwrap();
+    assert!(text.contains("\"xsave\":[") && !text.contains("\"xsave\":\""));
+    // Written again, it is version 2 with base64 buffers, and reads back the same.
+    let (v2, _) = encode_meta(MetaKind::Tree, &tree).unwrap();
+    assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), FORMAT_VERSION);
+    let text = std::str::from_utf8(&v2[32..]).unwrap();
+    assert!(text.contains("\"xsave\":\"") && !text.contains("\"xsave\":["));
+    assert!(v2.len() < v1.len(), "{} bytes against {}", v2.len(), v1.len());
+    let (back, _) = decode_meta::<TreeImage>(MetaKind::Tree, &v2).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&tree).unwrap());
 }
