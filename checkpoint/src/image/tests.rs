@@ -548,7 +548,12 @@ fn open_whole_image() {
 fn version_1_images_still_read() {
     let v1 = include_bytes!("../../fuzz/seeds/shm_kinds-tree.img");
     assert_eq!(u32::from_le_bytes(v1[8..12].try_into().unwrap()), 1);
-    let (tree, _) = decode_meta::<TreeImage>(MetaKind::Tree, v1).unwrap();
+    let (tree, sum) = decode_meta::<TreeImage>(MetaKind::Tree, v1).unwrap();
+    let inv = include_bytes!("../../fuzz/seeds/shm_kinds-inventory.img");
+    let (inv, _) = decode_meta::<Inventory>(MetaKind::Inventory, inv).unwrap();
+    assert_eq!(inv.format_version, 1);
+    crate::validate::check_inventory(&inv, &tree, sum, inv.pages_len).unwrap();
+    crate::validate::validate(&tree, inv.pages_len).unwrap();
     let xsave = &tree.tasks[0].threads[0].xsave;
     assert!(xsave.len() >= 576, "xsave of {} bytes", xsave.len());
     let text = std::str::from_utf8(&v1[32..]).unwrap();
