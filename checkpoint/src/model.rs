@@ -7,6 +7,7 @@
 //! pipes, contents of unlinked files) are not stored here but in the raw
 //! pages file, referenced by [`Blob`].
 
+use crate::image::compact::compact_record;
 use serde::{Deserialize, Serialize};
 
 /// A byte range of the raw pages file (`pages.img`), page aligned at `off`,
@@ -202,13 +203,15 @@ pub struct SigAltStack {
     pub size: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+/// Written as `[handler, flags, restorer, mask]` (`crate::image::compact`).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SigAction {
     pub handler: u64,
     pub flags: u64,
     pub restorer: u64,
     pub mask: u64,
 }
+compact_record!(SigAction { handler, flags, restorer, mask });
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Itimer {
@@ -234,12 +237,14 @@ pub struct PosixTimer {
     pub interval_ns: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// Written as `[resource, cur, max]` (`crate::image::compact`).
+#[derive(Debug, Clone, Copy)]
 pub struct Rlimit {
     pub resource: u32,
     pub cur: u64,
     pub max: u64,
 }
+compact_record!(Rlimit { resource, cur, max });
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Creds {

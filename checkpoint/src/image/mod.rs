@@ -48,11 +48,13 @@ use crate::checksum::of as xxh3_64;
 use crate::model::TreeImage;
 
 pub mod bytes;
+pub(crate) mod compact;
 mod pages;
 pub use pages::{blob_for, check_blob, PagesReader, PagesWriter};
 
-/// 2: byte buffers in `tree.img` as base64 strings (`bytes`); 1 wrote them
-/// as arrays of numbers. Both are read.
+/// 2: byte buffers in `tree.img` as base64 strings (`bytes`), signal
+/// actions and resource limits as arrays (`compact`); 1 wrote them as
+/// arrays of numbers and as objects. Both are read.
 pub const FORMAT_VERSION: u32 = 2;
 pub const PAGE_SIZE: u64 = 4096;
 /// Largest accepted metadata payload.

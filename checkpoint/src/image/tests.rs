@@ -563,6 +563,7 @@ fn version_1_images_still_read() {
     assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), FORMAT_VERSION);
     let text = std::str::from_utf8(&v2[32..]).unwrap();
     assert!(text.contains("\"xsave\":\"") && !text.contains("\"xsave\":["));
+    assert!(text.contains("\"sigactions\":[[0,0,0,0],") && !text.contains("\"handler\""));
     assert!(v2.len() < v1.len(), "{} bytes against {}", v2.len(), v1.len());
     let (back, _) = decode_meta::<TreeImage>(MetaKind::Tree, &v2).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&tree).unwrap());
