@@ -32,7 +32,6 @@ macro_rules! compact_record {
                     }
 
                     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
-                        let n = [$(stringify!($field)),+].len();
                         let mut i = 0;
                         $(
                             let $field = seq
@@ -41,9 +40,8 @@ macro_rules! compact_record {
                             i += 1;
                         )+
                         if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                            return Err(serde::de::Error::invalid_length(n + 1, &self));
+                            return Err(serde::de::Error::invalid_length(i + 1, &self));
                         }
-                        let _ = i;
                         Ok($ty { $($field),+ })
                     }
 
