@@ -250,8 +250,6 @@ fn group_joined() {
 
 fn setup_task(plan: &Plan, idx: usize) -> R<()> {
     let t = &plan.tree.tasks[idx];
-    // SAFETY (all libc calls below): plain syscalls on integers and on
-    // pointers to locals that outlive each call.
     let leader = t.sid == t.pid;
     let kids = &plan.children[idx];
     let early = |k: &usize| {
@@ -263,12 +261,16 @@ fn setup_task(plan: &Plan, idx: usize) -> R<()> {
     }
     // A container's init already leads its session (the runtime called
     // setsid before exec'ing the stub), and setsid would fail with EPERM.
+    // SAFETY: getsid and getpid take and return integers.
     let leads = unsafe { libc::getsid(0) == libc::getpid() };
+    // SAFETY: setsid takes no arguments.
     if leader && !leads && unsafe { libc::setsid() } < 0 {
         return Err(errno("setsid"));
     }
+    // SAFETY: getpgid takes and returns integers.
     if t.pgid != 0 && !leader && unsafe { libc::getpgid(0) } != t.pgid {
         let target = if t.pgid == t.pid { 0 } else { t.pgid };
+        // SAFETY: setpgid takes integers.
         if unsafe { libc::setpgid(0, target) } < 0 {
             return Err(errno(&format!("join process group {}", t.pgid)));
         }
@@ -284,22 +286,28 @@ fn setup_task(plan: &Plan, idx: usize) -> R<()> {
     crate::events::register_watches(&plan.tree.files, t)?;
     set_owners(plan.tree, t)?;
     let cwd = cstr(&t.fs.cwd)?;
+    // SAFETY: `cwd` is a NUL-terminated string that outlives the call.
     if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
         return Err(errno(&format!("chdir {}", t.fs.cwd)));
     }
+    // SAFETY: umask takes an integer.
     unsafe { libc::umask(t.fs.umask) };
     for r in &t.rlimits {
         let lim = libc::rlimit64 { rlim_cur: r.cur, rlim_max: r.max };
+        // SAFETY: `lim` is a local that outlives the call; no old limit is read back.
         if unsafe { libc::prlimit64(0, r.resource as _, &lim, std::ptr::null_mut()) } < 0 {
             return Err(errno(&format!("set rlimit {}", r.resource)));
         }
     }
     set_sigactions(t)?;
+    // SAFETY: personality takes an integer.
     unsafe { libc::personality(t.personality as libc::c_ulong) };
     if idx != plan.root_index && t.pdeath_signal != 0 {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, t.pdeath_signal as libc::c_ulong, 0, 0, 0) };
     }
     if t.child_subreaper {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes a flag.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let _ = std::fs::write("/proc/self/oom_score_adj", t.oom_score_adj.to_string());
