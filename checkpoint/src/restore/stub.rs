@@ -52,9 +52,9 @@ impl Plan<'_> {
 /// Leaves out of the tasks the large parts no stub reads: threads, memory
 /// maps, queued signals and POSIX timers (the engine restores those from
 /// its own copy of the image); the small fields are kept whether stubs
-/// read them or not. Then gives the freed heap back to the kernel. Every stub is forked from the root stub and inherits its
-/// memory: each fork copies those page tables and each morph unmaps them
-/// again. The kept parts are copied into fresh allocations before the
+/// read them or not. Then gives the freed heap back to the kernel. Every
+/// stub is forked from the root stub and inherits its memory: each fork
+/// copies those page tables and each morph unmaps them again. The kept parts are copied into fresh allocations before the
 /// original tasks go, so that what is freed is whole pages rather than
 /// holes between kept pieces. For tree800 the root stub's resident memory
 /// went from 11 MiB to 3.8 MiB.
