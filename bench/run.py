@@ -11,6 +11,10 @@ fails on kernel 6.13+). Only when neither works (or with --no-criu) do the
 ratios use the reference figures of runc 1.1.5 + CRIU 4.2 measured on a
 machine of this kind (shared/bench/README.md).
 
+After the tables it lists each timed checkpoint with the VM's kernel CPU
+time and free page reporting during it, the two things that tell a slow
+run on this VM from a slow engine.
+
   bench/run.py [--reps N] [--only NAME ...] [--no-scaling] [--no-criu] [--json FILE]
 """
 import argparse, importlib.util, json, os, shutil, statistics, subprocess, sys
@@ -68,6 +72,47 @@ def with_criu(skip):
     return True
 
 
+# This VM's free page reporting (virtio): what it has handed back to the
+# host, in KiB. A report during a checkpoint of large memory went with
+# copies several times slower, at several times the kernel CPU (README,
+# "Speed"); `None` where the module is absent.
+REPORTED = "/sys/module/page_reporting/parameters/reported_kib"
+
+
+def vm_counters():
+    """(kernel CPU seconds of all CPUs so far, KiB reported to the host or None)."""
+    with open("/proc/stat") as f:
+        ticks = int(f.readline().split()[3])  # "cpu user nice system ..."
+    try:
+        with open(REPORTED) as f:
+            reported = int(f.read())
+    except (OSError, ValueError):
+        reported = None
+    return ticks / os.sysconf("SC_CLK_TCK"), reported
+
+
+def watch_checkpoints(h):
+    """Wraps the harness's `sh` so that each timed checkpoint (not the
+    leave-running one) records the kernel CPU time it took and what the VM
+    reported to its host meanwhile; returns the list they are appended to."""
+    seen = []
+    plain = h.sh
+
+    def sh(cmd, **kw):
+        if "checkpoint" not in cmd or "--leave-running" in cmd:
+            return plain(cmd, **kw)
+        (cpu0, rep0) = vm_counters()
+        r = plain(cmd, **kw)
+        (cpu1, rep1) = vm_counters()
+        if r.returncode == 0:  # as the harness, which times only those
+            mib = None if rep0 is None or rep1 is None else round((rep1 - rep0) / 1024)
+            seen.append([round(cpu1 - cpu0, 2), mib])
+        return r
+
+    h.sh = sh
+    return seen
+
+
 def med(xs):
     return statistics.median(xs) if xs else None
 
@@ -105,13 +150,16 @@ def main():
     criu_measured = with_criu(a.no_criu)
     runtimes = [STASIS] + (["runc"] if criu_measured else [])
     rows = {}
+    watched = watch_checkpoints(h)
     for w in names:
         for rep in range(a.reps):
             # One repetition at a time, the runtimes taking turns to go
             # first: how warm this VM's free memory is depends on what ran
             # just before, and the first runs of a workload meet the coldest.
             for rt in (runtimes if rep % 2 == 0 else runtimes[::-1]):
+                watched.clear()
                 r = h.run_one(rt, w, 1, bins)
+                r["ckpt_vm"] = list(watched)  # [kernel CPU s, MiB reported] per checkpoint
                 print(json.dumps(r), flush=True)
                 merge(rows.setdefault((w, rt), {"runtime": rt, "workload": w, "reps": 0, "verified": 0}), r)
     with open(a.json, "w") as f:
@@ -141,6 +189,15 @@ def main():
             print("| %s | %s | %s | %s | %s | %d/%d |" % (
                 w, fmt(med(c["ckpt_s"])), fmt(med(c["restore_s"])), fmt(med(c["image_mib"]), 1),
                 fmt(med(c["downtime_ms"]), 1), c["verified"], c["reps"]))
+    print("\nEach checkpoint, in the order run: wall time, kernel CPU time of the whole VM")
+    print("during it, and what the VM's free page reporting handed back to the host meanwhile:\n")
+    for w in names:
+        for rt in runtimes:
+            r = rows[(w, rt)]
+            name = "stasis" if rt == STASIS else "runc+CRIU"
+            reps = ["%.2f s (%.2f s sys%s)" % (t, c, "" if m is None else ", %d MiB reported" % m)
+                    for t, (c, m) in zip(r.get("ckpt_s", []), r.get("ckpt_vm", []))]
+            print("  %s %s: %s" % (w, name, "; ".join(reps)))
     bad = [w for w in names if rows[(w, STASIS)]["verified"] != rows[(w, STASIS)]["reps"]]
     if bad:
         print("\nnot verified on every repetition: %s" % ", ".join(bad))
