@@ -202,7 +202,26 @@ impl Writer<'_> {
     }
 }
 
-/// Reads, hashes and writes every job of `jobs` in `BUF_LEN` pieces;
+/// The length of the piece of a blob written at `at` in `pages.img` with
+/// `left` bytes of it to go: at most [`BUF_LEN`], ending on a `BUF_LEN`
+/// boundary of the file.
+///
+/// Blobs start wherever the one before ended (the file's first page is
+/// its header), so pieces cut from a blob's start would all straddle those
+/// boundaries and fill the page cache with ragged folios. Which memory the
+/// next fill of the page cache gets depends on that: measured on the
+/// bench's memhog2048 flow (a leave-running checkpoint, its image
+/// deleted, then the timed checkpoint; four alternating rounds), a timed
+/// checkpoint after a leave-running one took 0.88, 0.46, 0.46 and 0.46 s
+/// with ragged pieces in both, 0.42-0.43 s with aligned pieces in both,
+/// and 1.6-2.4 s with aligned pieces after a ragged one, the aligned
+/// folios then coming from memory this VM had handed back to its host.
+fn piece(at: u64, left: u64) -> usize {
+    let room = BUF_LEN as u64 - at % BUF_LEN as u64;
+    left.min(room) as usize
+}
+
+/// Reads, hashes and writes every job of `jobs` in [`piece`]s;
 /// returns (blob offset, checksum) per job. With `tolerate`, a process
 /// that has exited leaves its blobs with checksum 0.
 fn copy_jobs(jobs: Vec<&CopyJob>, tolerate: bool, sink: &mut Writer) -> Result<Vec<(u64, u64)>> {
@@ -219,11 +238,15 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
     let write = |e: std::io::Error| Error::Io { context: "write pages.img".into(), cause: e };
     // In-memory sources are copied piece by piece into buffers too.
     let from_slice = |sink: &mut Writer, h: &mut crate::checksum::Stream, b: &[u8]| -> Result<()> {
-        for (k, piece) in b.chunks(BUF_LEN).enumerate() {
+        let mut done = 0;
+        while done < b.len() {
+            let n = piece(j.off + done as u64, (b.len() - done) as u64);
+            let part = &b[done..done + n];
             let mut buf = sink.buffer();
-            buf[..piece.len()].copy_from_slice(piece);
-            h.update(piece);
-            sink.put(j.off + (k * BUF_LEN) as u64, buf, piece.len()).map_err(write)?;
+            buf[..n].copy_from_slice(part);
+            h.update(part);
+            sink.put(j.off + done as u64, buf, n).map_err(write)?;
+            done += n;
         }
         Ok(())
     };
@@ -236,7 +259,7 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
             };
             let mut done = 0u64;
             while done < j.len {
-                let n = (j.len - done).min(BUF_LEN as u64) as usize;
+                let n = piece(j.off + done, j.len - done);
                 let mut buf = sink.buffer();
                 let chunk = &mut buf[..n];
                 let at = addr + done;
@@ -265,4 +288,43 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
         }
     }
     Ok((j.off, h.digest()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{piece, BUF_LEN};
+
+    /// Walks a blob of `len` bytes at `off` in pieces; returns them.
+    fn pieces(off: u64, len: u64) -> Vec<(u64, usize)> {
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < len {
+            let n = piece(off + done, len - done);
+            out.push((off + done, n));
+            done += n as u64;
+        }
+        out
+    }
+
+    #[test]
+    fn pieces_end_on_buffer_boundaries_of_the_file() {
+        let b = BUF_LEN as u64;
+        // A blob right after the header page: a short first piece, then
+        // whole aligned ones, then the rest.
+        let p = pieces(4096, 3 * b);
+        assert_eq!(p.first(), Some(&(4096, BUF_LEN - 4096)));
+        assert!(p[1..p.len() - 1].iter().all(|&(at, n)| at % b == 0 && n == BUF_LEN));
+        assert_eq!(p.last(), Some(&(3 * b, 4096)));
+        assert_eq!(p.iter().map(|&(_, n)| n as u64).sum::<u64>(), 3 * b);
+        // An aligned blob is whole pieces; a small one is one piece.
+        assert!(pieces(2 * b, 4 * b).iter().all(|&(at, n)| at % b == 0 && n == BUF_LEN));
+        assert_eq!(pieces(b + 8192, 4096), vec![(b + 8192, 4096)]);
+        // A piece never crosses a boundary, whatever the start.
+        for off in [1u64, 4095, 4096, b - 1, b + 1] {
+            for (at, n) in pieces(off, 5 * b + 12345) {
+                assert!(n > 0 && n <= BUF_LEN);
+                assert_eq!(at / b, (at + n as u64 - 1) / b, "piece at {at} of {n} crosses a boundary");
+            }
+        }
+    }
 }
