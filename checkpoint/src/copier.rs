@@ -221,6 +221,19 @@ fn piece(at: u64, left: u64) -> usize {
     left.min(room) as usize
 }
 
+/// The [`piece`]s of a blob of `len` bytes at `off` in `pages.img`, in
+/// order, as (offset within the blob, length).
+fn pieces(off: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        (done < len).then(|| {
+            let n = piece(off + done, len - done);
+            done += n as u64;
+            (done - n as u64, n)
+        })
+    })
+}
+
 /// Reads, hashes and writes every job of `jobs` in [`piece`]s;
 /// returns (blob offset, checksum) per job. With `tolerate`, a process
 /// that has exited leaves its blobs with checksum 0.
@@ -238,15 +251,12 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
     let write = |e: std::io::Error| Error::Io { context: "write pages.img".into(), cause: e };
     // In-memory sources are copied piece by piece into buffers too.
     let from_slice = |sink: &mut Writer, h: &mut crate::checksum::Stream, b: &[u8]| -> Result<()> {
-        let mut done = 0;
-        while done < b.len() {
-            let n = piece(j.off + done as u64, (b.len() - done) as u64);
-            let part = &b[done..done + n];
+        for (done, n) in pieces(j.off, b.len() as u64) {
+            let part = &b[done as usize..done as usize + n];
             let mut buf = sink.buffer();
             buf[..n].copy_from_slice(part);
             h.update(part);
-            sink.put(j.off + done as u64, buf, n).map_err(write)?;
-            done += n;
+            sink.put(j.off + done, buf, n).map_err(write)?;
         }
         Ok(())
     };
@@ -257,9 +267,7 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
             } else {
                 Some(File::open(format!("/proc/{pid}/mem")).ctx(|| format!("open memory of task {pid}"))?)
             };
-            let mut done = 0u64;
-            while done < j.len {
-                let n = piece(j.off + done, j.len - done);
+            for (done, n) in pieces(j.off, j.len) {
                 let mut buf = sink.buffer();
                 let chunk = &mut buf[..n];
                 let at = addr + done;
@@ -274,7 +282,6 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
                 }
                 h.update(chunk);
                 sink.put(j.off + done, buf, n).map_err(write)?;
-                done += n as u64;
             }
         }
         Source::Local { map: src, offset } => {
@@ -292,18 +299,11 @@ fn copy_one(sink: &mut Writer, j: &CopyJob) -> Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{piece, BUF_LEN};
+    use super::BUF_LEN;
 
-    /// Walks a blob of `len` bytes at `off` in pieces; returns them.
+    /// The pieces of a blob of `len` bytes at `off`, as (file offset, length).
     fn pieces(off: u64, len: u64) -> Vec<(u64, usize)> {
-        let mut out = Vec::new();
-        let mut done = 0;
-        while done < len {
-            let n = piece(off + done, len - done);
-            out.push((off + done, n));
-            done += n as u64;
-        }
-        out
+        super::pieces(off, len).map(|(done, n)| (off + done, n)).collect()
     }
 
     #[test]
